@@ -1,0 +1,27 @@
+"""numbaconv: fast CPU 2-D convolution in pure Python and Numba.
+
+Numba ``@njit(parallel=True)`` im2col/col2im kernels feed NumPy's BLAS-backed
+matmul; a dispatcher picks the algorithm per problem and caches both plans
+and compiled kernels.  Both PyTorch's NCHW/OIHW and TensorFlow/JAX's
+NHWC/HWIO layouts are native.
+"""
+
+# _threads first: it must configure OpenMP before Numba loads it.
+from . import _threads  # noqa: I001
+from . import config
+from ._plan import CacheInfo, Plan, cache_clear, cache_info
+from .conv import col2im, conv2d, explain, im2col
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CacheInfo",
+    "Plan",
+    "cache_clear",
+    "cache_info",
+    "col2im",
+    "config",
+    "conv2d",
+    "explain",
+    "im2col",
+]

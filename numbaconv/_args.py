@@ -1,0 +1,316 @@
+"""Argument normalisation: layouts, stride/padding/dilation, dtypes, geometry.
+
+Everything a user can get wrong is checked here, in plain Python, so the
+Numba kernels only ever see arrays and indices they can trust.  Errors name
+the argument and give the expected and the actual value.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+# --------------------------------------------------------------------------
+# Layouts as data: one small description per layout instead of two copies of
+# every shape computation.  Axes are given in the canonical order
+# (N, C, H, W) for activations and (O, I, KH, KW) for weights.
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    x_axes: tuple[int, int, int, int]  # where N, C, H, W sit in x
+    w_axes: tuple[int, int, int, int]  # where O, I, KH, KW sit in weight
+    weight_name: str
+
+    def x_shape(self, n: int, c: int, h: int, w: int) -> tuple[int, ...]:
+        return _place((n, c, h, w), self.x_axes)
+
+    def w_shape(self, o: int, i: int, kh: int, kw: int) -> tuple[int, ...]:
+        return _place((o, i, kh, kw), self.w_axes)
+
+    def x_dims(self, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """(N, C, H, W) from a 4-d activation shape in this layout."""
+        return tuple(shape[a] for a in self.x_axes)  # type: ignore[return-value]
+
+    def w_dims(self, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """(O, I, KH, KW) from a 4-d weight shape in this layout."""
+        return tuple(shape[a] for a in self.w_axes)  # type: ignore[return-value]
+
+    def x_desc(self) -> str:
+        return "(" + ", ".join(self.name) + ")"
+
+
+def _place(values, axes):
+    out = [0] * 4
+    for v, a in zip(values, axes, strict=True):
+        out[a] = v
+    return tuple(out)
+
+
+LAYOUTS = {
+    "NCHW": Layout("NCHW", x_axes=(0, 1, 2, 3), w_axes=(0, 1, 2, 3), weight_name="OIHW"),
+    "NHWC": Layout("NHWC", x_axes=(0, 3, 1, 2), w_axes=(3, 2, 0, 1), weight_name="HWIO"),
+}
+
+
+def layout_of(layout) -> Layout:
+    if isinstance(layout, Layout):
+        return layout
+    if not isinstance(layout, str) or layout.upper() not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {sorted(LAYOUTS)}, got {layout!r}")
+    return LAYOUTS[layout.upper()]
+
+
+def padding_mode_of(mode) -> str:
+    if not isinstance(mode, str) or mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode: expected one of {list(PADDING_MODES)}, got {mode!r}")
+    return mode
+
+
+# --------------------------------------------------------------------------
+# Scalars and pairs
+# --------------------------------------------------------------------------
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)
+
+
+def int_pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints, each >= minimum, as a pair."""
+    if _is_int(value):
+        pair = (int(value), int(value))
+    elif isinstance(value, tuple | list | np.ndarray) and len(value) == 2 and all(
+        _is_int(v) for v in value
+    ):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
+    return pair
+
+
+Pads = tuple[int, int, int, int]  # (top, bottom, left, right)
+
+
+def resolve_padding(padding, in_hw, kernel_hw, stride, dilation) -> Pads:
+    """Turn every accepted padding form into explicit (top, bottom, left, right).
+
+    ``"same"`` follows TensorFlow/JAX: the output is ceil(input / stride) and an
+    odd total puts the extra row/column at the bottom/right (for stride 1 this
+    is what PyTorch does too).
+    """
+    if isinstance(padding, str):
+        kind = padding.lower()
+        if kind == "valid":
+            return (0, 0, 0, 0)
+        if kind == "same":
+            pads = []
+            for n, k, s, d in zip(in_hw, kernel_hw, stride, dilation, strict=True):
+                out = -(-n // s)
+                total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
+                pads += [total // 2, total - total // 2]
+            return tuple(pads)  # type: ignore[return-value]
+        raise ValueError(f"padding: expected 'same', 'valid', an int or pairs, got {padding!r}")
+    if _is_int(padding):
+        pads = (int(padding),) * 4
+    elif isinstance(padding, tuple | list) and len(padding) == 2:
+        if all(_is_int(p) for p in padding):
+            ph, pw = (int(p) for p in padding)
+            pads = (ph, ph, pw, pw)
+        elif all(
+            isinstance(p, tuple | list) and len(p) == 2 and all(_is_int(v) for v in p)
+            for p in padding
+        ):
+            (t, b), (left, right) = padding
+            pads = (int(t), int(b), int(left), int(right))
+        else:
+            raise TypeError(
+                "padding: expected an int, a pair (ph, pw) or ((top, bottom), (left, right)), "
+                f"got {padding!r}"
+            )
+    else:
+        raise TypeError(
+            "padding: expected an int, a pair (ph, pw), ((top, bottom), (left, right)), "
+            f"'same' or 'valid', got {padding!r}"
+        )
+    if min(pads) < 0:
+        raise ValueError(f"padding: expected values >= 0, got {padding!r}")
+    return pads  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------
+# Arrays
+# --------------------------------------------------------------------------
+def as_float_array(obj, name: str) -> np.ndarray:
+    """Any array-like as an ndarray of float32/float64 (not yet copied or cast)."""
+    if isinstance(obj, np.ndarray):
+        arr = obj
+    else:
+        try:
+            arr = np.asarray(obj)
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"{name}: expected a rectangular array of numbers, got a ragged or "
+                f"malformed {type(obj).__name__} ({err})"
+            ) from None
+    if native(arr.dtype) not in SUPPORTED_DTYPES:
+        what = "non-numeric " if arr.dtype.kind in "OUSV" else ""
+        raise TypeError(
+            f"{name}: unsupported {what}dtype {arr.dtype}; supported dtypes are float32 and "
+            "float64"
+        )
+    return arr
+
+
+def native(dtype) -> np.dtype:
+    return np.dtype(dtype).newbyteorder("=")
+
+
+def result_dtype(*arrays) -> np.dtype:
+    """np.result_type of the inputs, in native byte order."""
+    return native(np.result_type(*(native(a.dtype) for a in arrays if a is not None)))
+
+
+def contiguous(arr: np.ndarray, dtype) -> np.ndarray:
+    """C-contiguous, native-endian, of ``dtype``; copies only when it must.
+
+    The result may alias the caller's array, so kernels treat it as read-only.
+    """
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+# --------------------------------------------------------------------------
+# Geometry of one convolution, in canonical (N, C, H, W) / (O, I, KH, KW) terms
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Geometry:
+    n: int
+    c: int
+    h: int
+    w: int
+    o: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pads: Pads
+    groups: int
+    padding_mode: str
+    p: int  # output height
+    q: int  # output width
+
+    @property
+    def cg(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def og(self) -> int:
+        return self.o // self.groups
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds counted as two flops, the usual convention."""
+        return 2 * self.n * self.o * self.p * self.q * self.cg * self.kh * self.kw
+
+
+def output_hw(in_hw, kernel_hw, stride, dilation, pads, names=("x", "weight")):
+    """Output (P, Q); raises when the dilated kernel exceeds the padded input."""
+    out = []
+    for i, (n, k, s, d) in enumerate(zip(in_hw, kernel_hw, stride, dilation, strict=True)):
+        padded = n + pads[2 * i] + pads[2 * i + 1]
+        extent = (k - 1) * d + 1
+        if extent > padded:
+            axis = "height" if i == 0 else "width"
+            raise ValueError(
+                f"{names[1]}: dilated kernel {axis} {extent} is larger than the padded "
+                f"input {axis} {padded} ({names[0]} {axis} {n} + padding "
+                f"{pads[2 * i]}+{pads[2 * i + 1]})"
+            )
+        out.append((padded - extent) // s + 1)
+    return tuple(out)
+
+
+def check_padding_mode(mode: str, pads: Pads, in_hw) -> None:
+    """PyTorch's limits: reflect needs pad < size, circular needs pad <= size."""
+    if mode == "zeros" or mode == "replicate":
+        return
+    for i, n in enumerate(in_hw):
+        axis = "height" if i == 0 else "width"
+        for pad in pads[2 * i : 2 * i + 2]:
+            if mode == "reflect" and pad >= n:
+                raise ValueError(
+                    f"padding: reflect padding must be smaller than the input {axis} {n}, "
+                    f"got {pad}"
+                )
+            if mode == "circular" and pad > n:
+                raise ValueError(
+                    f"padding: circular padding must be at most the input {axis} {n}, got {pad}"
+                )
+
+
+def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, groups,
+                  padding_mode, names=("x", "weight")) -> Geometry:
+    """Validate a conv2d problem given by 4-d shapes and return its geometry."""
+    if not _is_int(groups):
+        raise TypeError(f"groups: expected an int, got {groups!r}")
+    groups = int(groups)
+    if groups < 1:
+        raise ValueError(f"groups: expected an int >= 1, got {groups}")
+    n, c, h, w = layout.x_dims(x_shape)
+    o, ci, kh, kw = layout.w_dims(w_shape)
+    if min(c, h, w) < 1:
+        raise ValueError(f"x: expected channels, height and width >= 1, got shape {x_shape}")
+    if min(o, ci, kh, kw) < 1:
+        raise ValueError(f"weight: expected every dimension >= 1, got shape {w_shape}")
+    if c % groups:
+        raise ValueError(f"groups: input channels {c} are not divisible by groups={groups}")
+    if o % groups:
+        raise ValueError(f"groups: output channels {o} are not divisible by groups={groups}")
+    if ci * groups != c:
+        raise ValueError(
+            f"weight: expected {c // groups} input channels per group (x has {c} channels, "
+            f"groups={groups}), got {ci} in {layout.weight_name} weight of shape {w_shape}"
+        )
+    stride = int_pair(stride, "stride", 1)
+    dilation = int_pair(dilation, "dilation", 1)
+    padding_mode = padding_mode_of(padding_mode)
+    pads = resolve_padding(padding, (h, w), (kh, kw), stride, dilation)
+    check_padding_mode(padding_mode, pads, (h, w))
+    p, q = output_hw((h, w), (kh, kw), stride, dilation, pads, names)
+    return Geometry(n, c, h, w, o, kh, kw, stride, dilation, pads, groups, padding_mode, p, q)
+
+
+def ensure_ndim(arr: np.ndarray, name: str, allowed: tuple[int, ...], desc: str) -> None:
+    if arr.ndim not in allowed:
+        want = " or ".join(f"{d}-d" for d in allowed)
+        raise ValueError(f"{name}: expected a {want} array {desc}, got shape {arr.shape}")
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+__all__ = [
+    "Geometry",
+    "LAYOUTS",
+    "Layout",
+    "PADDING_MODES",
+    "SUPPORTED_DTYPES",
+    "as_float_array",
+    "ceil_div",
+    "conv_geometry",
+    "contiguous",
+    "ensure_ndim",
+    "int_pair",
+    "layout_of",
+    "output_hw",
+    "padding_mode_of",
+    "resolve_padding",
+    "result_dtype",
+]

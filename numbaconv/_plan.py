@@ -1,0 +1,267 @@
+"""The dispatcher: from a problem signature to a plan, and its caches.
+
+A *plan* says how one conv2d problem runs: the algorithm, the GEMM shape,
+how the column buffer is chunked to stay under
+``config.max_workspace_bytes``, and the index tables the gather kernels
+read.  Plans are cached by problem signature (layout, dtype, geometry,
+workspace bound, threads); compiled kernels are cached by the kernel
+factory by (kind, layout, dtype).  A repeated call re-plans nothing and
+compiles nothing, which ``cache_info()`` shows.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from . import config, kernels
+from ._args import Geometry, Layout, ceil_div
+
+ALGORITHMS = ("gemm_1x1", "im2col_gemm")
+
+
+# --------------------------------------------------------------------------
+# Index tables: stride, dilation, padding and padding_mode as data
+# --------------------------------------------------------------------------
+def axis_table(n_in: int, k: int, n_out: int, stride: int, dilation: int, pad: int,
+               mode: str) -> np.ndarray:
+    """table[k, o]: the input index read by kernel tap k for output o, or -1 for a zero.
+
+    This is where padding_mode lives: reflect mirrors without repeating the
+    edge, replicate clamps, circular wraps (PyTorch semantics).
+    """
+    idx = np.arange(n_out)[None, :] * stride + np.arange(k)[:, None] * dilation - pad
+    if mode == "zeros":
+        table = np.where((idx >= 0) & (idx < n_in), idx, -1)
+    elif mode == "reflect":
+        table = np.abs(idx)
+        table = np.where(table >= n_in, 2 * (n_in - 1) - table, table)
+    elif mode == "replicate":
+        table = np.clip(idx, 0, n_in - 1)
+    else:  # circular
+        table = idx % n_in
+    return np.ascontiguousarray(table, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class IndexTables:
+    htab: np.ndarray  # (KH, P)
+    wtab: np.ndarray  # (KW, Q)
+    lo: np.ndarray  # (KW,) first q of the interior run for each kw
+    hi: np.ndarray  # (KW,) one past its last q
+    woff: np.ndarray  # (KW,) interior: w = q * stride_w + woff[kw]
+    sw: int
+
+    @classmethod
+    def build(cls, g: Geometry) -> IndexTables:
+        (sh, sw), (dh, dw) = g.stride, g.dilation
+        pt, _, pl, _ = g.pads
+        htab = axis_table(g.h, g.kh, g.p, sh, dh, pt, g.padding_mode)
+        wtab = axis_table(g.w, g.kw, g.q, sw, dw, pl, g.padding_mode)
+        # The interior is where the unpadded index is in range; it is one
+        # contiguous run of q because the index grows with q.
+        raw = np.arange(g.q)[None, :] * sw + np.arange(g.kw)[:, None] * dw - pl
+        inside = (raw >= 0) & (raw < g.w)
+        count = inside.sum(axis=1)
+        lo = np.where(count > 0, inside.argmax(axis=1), 0)
+        woff = np.arange(g.kw) * dw - pl
+        as64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+        return cls(htab, wtab, as64(lo), as64(lo + count), as64(woff), sw)
+
+    def args(self):
+        """The table arguments of the NCHW kernels, in order."""
+        return self.htab, self.wtab, self.lo, self.hi, self.woff, self.sw
+
+
+# --------------------------------------------------------------------------
+# Plans
+# --------------------------------------------------------------------------
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.2f} MiB"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one conv2d problem is computed.  ``print(plan)`` reads it aloud.
+
+    Attributes
+    ----------
+    algorithm : str
+        ``"gemm_1x1"`` (no im2col: a 1x1, stride-1, unpadded convolution is a
+        plain matrix product) or ``"im2col_gemm"`` (gather, then GEMM).
+    layout, dtype : str
+        ``"NCHW"``/``"NHWC"`` and ``"float32"``/``"float64"``.
+    geometry : Geometry
+        Sizes, stride, dilation, explicit padding, groups, padding_mode.
+    gemm_m, gemm_n, gemm_k : int
+        The shape of one GEMM call (M x K times K x N).
+    gemm_calls : int
+        GEMM calls per convolution (images x groups x chunks).
+    batch_chunk, row_chunk : int
+        Images, and output rows of an image, gathered per chunk.
+    workspace_bytes : int
+        Size of the column buffer (0 for ``gemm_1x1``).
+    threads : int
+        Numba threads the kernels run on.
+    """
+
+    algorithm: str
+    layout: str
+    dtype: str
+    geometry: Geometry
+    gemm_m: int
+    gemm_n: int
+    gemm_k: int
+    gemm_calls: int
+    batch_chunk: int
+    row_chunk: int
+    workspace_bytes: int
+    max_workspace_bytes: int
+    threads: int
+    tables: IndexTables | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def chunks(self) -> int:
+        g = self.geometry
+        return ceil_div(g.n, self.batch_chunk) * ceil_div(g.p, self.row_chunk) if g.n else 0
+
+    @property
+    def flops(self) -> int:
+        return self.geometry.flops
+
+    def __str__(self) -> str:
+        g = self.geometry
+        pt, pb, pl, pr = g.pads
+        lines = [
+            f"conv2d plan: {self.algorithm} ({self.layout}, {self.dtype})",
+            f"  input  N={g.n} C={g.c} H={g.h} W={g.w} -> output O={g.o} P={g.p} Q={g.q}",
+            f"  kernel {g.kh}x{g.kw}, stride {g.stride}, dilation {g.dilation}, "
+            f"padding (top={pt}, bottom={pb}, left={pl}, right={pr}) {g.padding_mode}, "
+            f"groups {g.groups}",
+            f"  GEMM   M x N x K = {self.gemm_m} x {self.gemm_n} x {self.gemm_k}, "
+            f"{self.gemm_calls} call(s), {self.flops / 1e9:.3f} GFLOP",
+            f"  chunks {self.chunks} of {self.batch_chunk} image(s) x {self.row_chunk} "
+            f"output row(s)",
+            f"  workspace {_mib(self.workspace_bytes)} (limit "
+            f"{_mib(self.max_workspace_bytes)}), threads {self.threads}",
+        ]
+        return "\n".join(lines)
+
+
+def _is_pointwise(g: Geometry) -> bool:
+    return g.kh == g.kw == 1 and g.stride == (1, 1) and g.pads == (0, 0, 0, 0)
+
+
+def _chunking(g: Geometry, itemsize: int, limit: int) -> tuple[int, int]:
+    """(images, output rows) per chunk so the column buffer stays under ``limit``.
+
+    Whole images are batched while they fit; an image too big on its own is
+    split into bands of output rows.  The smallest chunk is one output row.
+    """
+    n = max(g.n, 1)  # an empty batch still gets a well-formed plan
+    row_bytes = g.c * g.kh * g.kw * g.q * itemsize
+    image_bytes = row_bytes * g.p
+    if image_bytes <= limit:
+        per = max(1, min(n, limit // image_bytes))
+        return ceil_div(n, ceil_div(n, per)), g.p  # balanced chunks
+    rows = max(1, limit // row_bytes)
+    return 1, ceil_div(g.p, ceil_div(g.p, rows))
+
+
+def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto") -> Plan:
+    """Build (uncached) the plan for one problem; ``algorithm`` may force one."""
+    if algorithm == "auto":
+        algorithm = "gemm_1x1" if _is_pointwise(g) else "im2col_gemm"
+    elif algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm: expected 'auto' or one of {list(ALGORITHMS)}, got "
+                         f"{algorithm!r}")
+    elif algorithm == "gemm_1x1" and not _is_pointwise(g):
+        raise ValueError("algorithm: 'gemm_1x1' needs a 1x1 kernel, stride 1 and no padding, "
+                         f"got kernel {g.kh}x{g.kw}, stride {g.stride}, padding {g.pads}")
+    dtype = np.dtype(dtype)
+    limit = config.max_workspace_bytes
+    common = dict(layout=layout.name, dtype=dtype.name, geometry=g,
+                  max_workspace_bytes=limit, threads=numba.get_num_threads())
+    kk = g.kh * g.kw
+    if algorithm == "gemm_1x1":
+        if layout.name == "NCHW":  # W[O,C] @ x[n][C,H*W], per image and group
+            mnk, calls = (g.og, g.h * g.w, g.cg), g.n * g.groups
+        else:  # x[N*H*W, C] @ W[C, O], the whole batch at once, per group
+            mnk, calls = (g.n * g.h * g.w, g.og, g.cg), g.groups
+        return Plan("gemm_1x1", **common, gemm_m=mnk[0], gemm_n=mnk[1], gemm_k=mnk[2],
+                    gemm_calls=calls, batch_chunk=g.n, row_chunk=g.p, workspace_bytes=0)
+    bc, rc = _chunking(g, dtype.itemsize, limit)
+    nchunks = ceil_div(g.n, bc) * ceil_div(g.p, rc) if g.n else 0
+    if layout.name == "NCHW":
+        mnk, calls = (g.og, rc * g.q, g.cg * kk), g.n * g.groups * ceil_div(g.p, rc)
+    else:
+        mnk, calls = (bc * rc * g.q, g.og, kk * g.cg), g.groups * nchunks
+    workspace = bc * rc * g.q * g.c * kk * dtype.itemsize if g.n else 0
+    return Plan("im2col_gemm", **common, gemm_m=mnk[0], gemm_n=mnk[1], gemm_k=mnk[2],
+                gemm_calls=calls, batch_chunk=bc, row_chunk=rc, workspace_bytes=workspace,
+                tables=IndexTables.build(g))
+
+
+# --------------------------------------------------------------------------
+# The plan cache
+# --------------------------------------------------------------------------
+_plans: dict = {}
+_lock = threading.Lock()
+_stats = {"hits": 0, "misses": 0}
+
+
+def get_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto") -> Plan:
+    """The cached plan for this problem signature; built on the first call."""
+    key = (layout.name, np.dtype(dtype).name, g, algorithm, config.max_workspace_bytes,
+           numba.get_num_threads())
+    with _lock:
+        plan = _plans.get(key)
+        if plan is not None:
+            _stats["hits"] += 1
+            return plan
+        _stats["misses"] += 1
+    plan = make_plan(g, layout, dtype, algorithm)
+    with _lock:
+        return _plans.setdefault(key, plan)
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """Hits and misses of the plan cache and of the compiled-kernel cache."""
+
+    plan_hits: int
+    plan_misses: int
+    plan_size: int
+    kernel_hits: int
+    kernel_misses: int
+    kernel_size: int
+
+
+def cache_info() -> CacheInfo:
+    """Plan and kernel cache statistics for this process.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> numbaconv.cache_clear()
+    >>> x = np.ones((1, 2, 5, 5), np.float32); w = np.ones((3, 2, 3, 3), np.float32)
+    >>> _ = numbaconv.conv2d(x, w); _ = numbaconv.conv2d(x, w)
+    >>> info = numbaconv.cache_info()
+    >>> (info.plan_misses, info.plan_hits)
+    (1, 1)
+    """
+    k = kernels.kernel_cache_info()
+    with _lock:
+        return CacheInfo(_stats["hits"], _stats["misses"], len(_plans), k.hits, k.misses,
+                         k.currsize)
+
+
+def cache_clear() -> None:
+    """Forget every plan and compiled kernel (Numba's disk cache stays)."""
+    with _lock:
+        _plans.clear()
+        _stats.update(hits=0, misses=0)
+    kernels.cache_clear()

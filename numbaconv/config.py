@@ -1,0 +1,68 @@
+"""Tunables and the environment variables that set them.
+
+Every default lives in ``_DEFAULTS``; ``reset()`` restores them (tests use it).
+Environment variables are read once, at import, so that a value set in the
+shell applies to the whole process:
+
+``NUMBACONV_MAX_WORKSPACE``
+    Upper bound, in bytes, on the im2col column buffer of one call
+    (suffixes ``K``, ``M``, ``G`` are accepted, e.g. ``256M``).
+``NUMBACONV_CACHE``
+    ``0`` turns off Numba's on-disk cache of compiled kernels.
+``NUMBACONV_NUM_THREADS``
+    Threads used by the kernels (default: all cores).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+__all__ = ["max_workspace_bytes", "disk_cache", "num_threads", "reset"]
+
+_DEFAULTS = {
+    # 64 MiB keeps the column buffer of any ResNet-sized layer to a few chunks,
+    # while a batch of 256 ImageNet images never allocates gigabytes.
+    "max_workspace_bytes": 64 * 2**20,
+    "disk_cache": True,
+    "num_threads": None,  # None: let Numba decide (all cores)
+}
+
+_SUFFIX = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def _parse_bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)i?B?\s*", text, flags=re.IGNORECASE)
+    if not m:
+        raise ValueError(
+            f"NUMBACONV_MAX_WORKSPACE: expected a byte count such as 67108864 or 64M, "
+            f"got {text!r}"
+        )
+    return int(m.group(1)) * _SUFFIX[m.group(2).upper()]
+
+
+def _from_env() -> dict:
+    values = dict(_DEFAULTS)
+    if "NUMBACONV_MAX_WORKSPACE" in os.environ:
+        values["max_workspace_bytes"] = _parse_bytes(os.environ["NUMBACONV_MAX_WORKSPACE"])
+    if "NUMBACONV_CACHE" in os.environ:
+        values["disk_cache"] = os.environ["NUMBACONV_CACHE"].strip().lower() not in (
+            "0",
+            "false",
+            "no",
+            "off",
+        )
+    if os.environ.get("NUMBACONV_NUM_THREADS", "").strip():
+        values["num_threads"] = int(os.environ["NUMBACONV_NUM_THREADS"])
+    return values
+
+
+def reset() -> None:
+    """Restore every tunable to its default (environment variables included)."""
+    globals().update(_from_env())
+
+
+max_workspace_bytes: int
+disk_cache: bool
+num_threads: int | None
+reset()

@@ -1,0 +1,295 @@
+"""The public functions: conv2d, im2col, col2im and explain.
+
+Each is plain Python: it normalises and validates the arguments
+(``_args``), asks the dispatcher for a plan (``_plan``), and runs it
+(``_execute``) on the compiled kernels (``kernels``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from . import _args, kernels
+from ._execute import RUNNERS
+from ._plan import Plan, get_plan, make_plan
+
+__all__ = ["col2im", "conv2d", "explain", "im2col"]
+
+
+def _batched(arr: np.ndarray, name: str, layout: _args.Layout) -> tuple[np.ndarray, bool]:
+    desc = f"{layout.x_desc()} or unbatched {layout.x_desc().replace('N, ', '')}"
+    _args.ensure_ndim(arr, name, (3, 4), desc)
+    return (arr[None], True) if arr.ndim == 3 else (arr, False)
+
+
+def _conv_inputs(x, weight, bias, layout):
+    """Array-likes -> (x 4-d, unbatched?, weight, bias), validated but not copied."""
+    x = _args.as_float_array(x, "x")
+    weight = _args.as_float_array(weight, "weight")
+    bias = None if bias is None else _args.as_float_array(bias, "bias")
+    x, unbatched = _batched(x, "x", layout)
+    _args.ensure_ndim(weight, "weight", (4,), f"in {layout.weight_name} order")
+    return x, unbatched, weight, bias
+
+
+def _check_bias(bias, o: int) -> None:
+    if bias is not None and bias.shape != (o,):
+        raise ValueError(f"bias: expected shape ({o},) (one per output channel), got "
+                         f"{bias.shape}")
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           layout="NCHW", padding_mode="zeros"):
+    """2-D convolution (cross-correlation, as in PyTorch and TensorFlow).
+
+    Parameters
+    ----------
+    x : array_like
+        ``(N, C, H, W)`` for ``layout="NCHW"`` or ``(N, H, W, C)`` for
+        ``layout="NHWC"``; a 3-d unbatched input gives a 3-d output.
+    weight : array_like
+        ``(O, C/groups, KH, KW)`` (OIHW, PyTorch) for NCHW, or
+        ``(KH, KW, C/groups, O)`` (HWIO, TensorFlow/JAX) for NHWC.
+    bias : array_like, optional
+        ``(O,)``, added to every output position.
+    stride, dilation : int or (int, int)
+    padding : int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same"
+        ``"same"`` gives ``ceil(input / stride)`` outputs, extra padding at
+        the bottom/right (TensorFlow's rule; PyTorch's for stride 1).
+    groups : int
+        Channels are split into this many independent groups;
+        ``groups == C`` is a depthwise convolution.
+    layout : {"NCHW", "NHWC"}
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        PyTorch's padding modes, applied inside the gather (no padded copy).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, O, P, Q)`` or ``(N, P, Q, O)``, of dtype
+        ``np.result_type(x, weight, bias)`` (float32 or float64).
+
+    Raises
+    ------
+    TypeError
+        For dtypes other than float32/float64, and non-int hyper-parameters.
+    ValueError
+        For inconsistent shapes or hyper-parameters; the message names the
+        argument and gives the expected and the actual value.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2), np.float32)
+    >>> numbaconv.conv2d(x, w)[0, 0]
+    array([[10., 14., 18.],
+           [26., 30., 34.],
+           [42., 46., 50.]], dtype=float32)
+    >>> numbaconv.conv2d(x, w, padding="same").shape
+    (1, 1, 4, 4)
+    >>> xt = x.transpose(0, 2, 3, 1)            # NHWC
+    >>> wt = w.transpose(2, 3, 1, 0)            # HWIO
+    >>> numbaconv.conv2d(xt, wt, layout="NHWC").shape
+    (1, 3, 3, 1)
+    """
+    layout = _args.layout_of(layout)
+    x, unbatched, weight, bias = _conv_inputs(x, weight, bias, layout)
+    g = _args.conv_geometry(x.shape, weight.shape, layout, stride, padding, dilation, groups,
+                            padding_mode)
+    _check_bias(bias, g.o)
+    dtype = _args.result_dtype(x, weight, bias)
+    out = np.empty(layout.x_shape(g.n, g.o, g.p, g.q), dtype=dtype)
+    if g.n:
+        plan = get_plan(g, layout, dtype)
+        RUNNERS[plan.algorithm](
+            plan,
+            _args.contiguous(x, dtype),
+            _args.contiguous(weight, dtype),
+            None if bias is None else _args.contiguous(bias, dtype),
+            out,
+        )
+    return out[0] if unbatched else out
+
+
+def _shape_or_array(value, name):
+    """explain() takes arrays or plain shapes."""
+    if isinstance(value, tuple | list) and all(_args._is_int(v) for v in value):
+        return tuple(int(v) for v in value), None
+    arr = _args.as_float_array(value, name)
+    return arr.shape, arr.dtype
+
+
+def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+            layout="NCHW", padding_mode="zeros", dtype=None, algorithm="auto") -> Plan:
+    """The plan conv2d would use for these arguments, without running it.
+
+    ``x`` and ``weight`` may be arrays or shapes.  With shapes, ``dtype``
+    (default float32) gives the compute dtype.  ``algorithm`` forces one of
+    the dispatcher's algorithms (``"gemm_1x1"``, ``"im2col_gemm"``).
+
+    Examples
+    --------
+    >>> import numbaconv
+    >>> plan = numbaconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    >>> plan.algorithm, (plan.gemm_m, plan.gemm_n, plan.gemm_k)
+    ('im2col_gemm', (64, 3136, 576))
+    >>> numbaconv.explain((8, 64, 56, 56), (256, 64, 1, 1)).algorithm
+    'gemm_1x1'
+    """
+    layout = _args.layout_of(layout)
+    x_shape, x_dtype = _shape_or_array(x, "x")
+    w_shape, w_dtype = _shape_or_array(weight, "weight")
+    if len(x_shape) == 3:
+        x_shape = (1, *x_shape)
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise ValueError(f"x, weight: expected 4-d shapes (x may be 3-d), got {x_shape} and "
+                         f"{w_shape}")
+    g = _args.conv_geometry(x_shape, w_shape, layout, stride, padding, dilation, groups,
+                            padding_mode)
+    if bias is not None:
+        b_shape, _ = _shape_or_array(bias, "bias")
+        if b_shape != (g.o,):
+            raise ValueError(f"bias: expected shape ({g.o},), got {b_shape}")
+    if dtype is None:
+        known = [d for d in (x_dtype, w_dtype) if d is not None]
+        dtype = np.result_type(*known) if known else np.float32
+    dtype = np.dtype(dtype)
+    if dtype not in _args.SUPPORTED_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    return make_plan(g, layout, dtype, algorithm)
+
+
+# --------------------------------------------------------------------------
+# im2col / col2im
+# --------------------------------------------------------------------------
+def _patch_geometry(x_shape, kernel_size, stride, padding, dilation, layout, padding_mode,
+                    x_name="x"):
+    """Geometry of an im2col/col2im problem (a conv with one output channel)."""
+    kh, kw = _args.int_pair(kernel_size, "kernel_size", 1)
+    n, c, h, w = layout.x_dims(x_shape)
+    return _args.conv_geometry(x_shape, layout.w_shape(1, c, kh, kw), layout, stride, padding,
+                               dilation, 1, padding_mode, names=(x_name, "kernel_size"))
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, layout="NCHW",
+           padding_mode="zeros"):
+    """Gather every receptive field of ``x`` into a column matrix.
+
+    Returns
+    -------
+    numpy.ndarray
+        NCHW: ``(N, C*KH*KW, P*Q)``, rows in ``torch.nn.functional.unfold``
+        order (c, kh, kw).  NHWC: ``(N, P*Q, KH*KW*C)``, columns in
+        (kh, kw, c) order.  Unbatched input drops the leading N.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> x = np.arange(9, dtype=np.float64).reshape(1, 1, 3, 3)
+    >>> numbaconv.im2col(x, 2)[0]
+    array([[0., 1., 3., 4.],
+           [1., 2., 4., 5.],
+           [3., 4., 6., 7.],
+           [4., 5., 7., 8.]])
+    """
+    layout = _args.layout_of(layout)
+    x = _args.as_float_array(x, "x")
+    x, unbatched = _batched(x, "x", layout)
+    g = _patch_geometry(x.shape, kernel_size, stride, padding, dilation, layout, padding_mode)
+    dtype = _args.native(x.dtype)
+    tables = make_plan(g, layout, dtype, "im2col_gemm").tables
+    kk = g.kh * g.kw
+    length = g.p * g.q
+    gather = kernels.get("im2col", layout.name, dtype.name) if g.n else None
+    xc = _args.contiguous(x, dtype)
+    if layout.name == "NCHW":
+        cols = np.empty((g.n, g.c * kk, length), dtype=dtype)
+        if g.n:
+            gather(xc, 0, 0, cols, *tables.args())
+    else:
+        cols = np.empty((g.n * length, kk * g.c), dtype=dtype)
+        if g.n:
+            gather(xc, 0, 0, g.n, 1, cols, tables.htab, tables.wtab)
+        cols = cols.reshape(g.n, length, kk * g.c)
+    return cols[0] if unbatched else cols
+
+
+def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, *, layout="NCHW",
+           padding_mode="zeros"):
+    """Sum column entries back into an image: the adjoint of :func:`im2col`.
+
+    Overlapping entries are summed (``torch.nn.functional.fold``).  With a
+    non-zero ``padding_mode`` the entry of a padded position is added to the
+    input element it was copied from, so this stays the exact adjoint.
+
+    Parameters
+    ----------
+    cols : array_like
+        NCHW: ``(N, C*KH*KW, L)``; NHWC: ``(N, L, KH*KW*C)``; the leading N
+        may be dropped.  ``L`` must equal the number of patches.
+    output_size : int or (int, int)
+        The image height and width (H, W).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C, H, W)`` or ``(N, H, W, C)``.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> cols = np.ones((1, 4, 4))
+    >>> numbaconv.col2im(cols, (3, 3), 2)[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    """
+    layout = _args.layout_of(layout)
+    cols = _args.as_float_array(cols, "cols")
+    if cols.ndim not in (2, 3):
+        shape = "(N, C*KH*KW, L)" if layout.name == "NCHW" else "(N, L, KH*KW*C)"
+        raise ValueError(f"cols: expected a 3-d array {shape} or 2-d unbatched, got shape "
+                         f"{cols.shape}")
+    unbatched = cols.ndim == 2
+    if unbatched:
+        cols = cols[None]
+    h, w = _args.int_pair(output_size, "output_size", 1)
+    kh, kw = _args.int_pair(kernel_size, "kernel_size", 1)
+    n = cols.shape[0]
+    rows_axis, length_axis = (1, 2) if layout.name == "NCHW" else (2, 1)
+    if cols.shape[rows_axis] % (kh * kw):
+        raise ValueError(f"cols: expected axis {rows_axis} to be a multiple of KH*KW = "
+                         f"{kh * kw}, got shape {cols.shape}")
+    c = cols.shape[rows_axis] // (kh * kw)
+    x_shape = layout.x_shape(n, c, h, w)
+    g = _patch_geometry(x_shape, (kh, kw), stride, padding, dilation, layout, padding_mode,
+                        x_name="output_size")
+    if cols.shape[length_axis] != g.p * g.q:
+        raise ValueError(f"cols: expected {g.p * g.q} patches ({g.p}x{g.q}) on axis "
+                         f"{length_axis} for output_size {(h, w)}, got shape {cols.shape}")
+    dtype = _args.native(cols.dtype)
+    x = np.zeros(x_shape, dtype=dtype)
+    if n:
+        run_col2im(g, layout.name, _args.contiguous(cols, dtype), x,
+                   make_plan(g, layout, dtype, "im2col_gemm").tables)
+    return x[0] if unbatched else x
+
+
+def run_col2im(g, layout: str, cols: np.ndarray, x: np.ndarray, tables, n0=0, p0=0, nb=None):
+    """Scatter-add ``cols`` (a chunk of ``nb`` images from ``n0``, rows from ``p0``) into x."""
+    scatter = kernels.get("col2im", layout, x.dtype.name)
+    nb = cols.shape[0] if nb is None else nb
+    if layout == "NCHW":
+        scatter(cols, n0, p0, x, *tables.args())
+    else:
+        # Enough channel blocks for every thread, but blocks of at least a few
+        # channels so the innermost loop still vectorises.
+        blocks = _args.ceil_div(4 * numba.get_num_threads(), max(nb, 1))
+        cblock = max(_args.ceil_div(g.c, blocks), min(g.c, 8))
+        scatter(_view2d(cols), n0, p0, nb, g.groups, cblock, x, tables.htab, tables.wtab)
+
+
+def _view2d(cols: np.ndarray) -> np.ndarray:
+    return cols.reshape(-1, cols.shape[-1])

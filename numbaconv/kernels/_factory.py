@@ -1,0 +1,108 @@
+"""The memoised kernel factory: (kind, layout, dtype) -> compiled Numba kernel."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numba
+import numpy as np
+from numba import types
+
+from .. import _threads, config
+from . import col2im, im2col
+
+# Python functions that the factory compiles; the key is (kind, layout).
+_PYFUNCS = {
+    ("im2col", "NCHW"): im2col.im2col_nchw,
+    ("im2col", "NHWC"): im2col.im2col_nhwc,
+    ("col2im", "NCHW"): col2im.col2im_nchw,
+    ("col2im", "NHWC"): col2im.col2im_nhwc,
+}
+
+# Argument kinds of each kernel, in order (see the kernels' docstrings):
+# "x" activations (4-d), "c2"/"c3" column matrices, "i" int64 scalars,
+# "t2"/"t1" int64 index tables.  Inputs are typed read-only so that a
+# caller's read-only array is accepted without a copy.
+_ARGS = {
+    ("im2col", "NCHW"): ("x_in", "i", "i", "c3_out", "t2", "t2", "t1", "t1", "t1", "i"),
+    ("im2col", "NHWC"): ("x_in", "i", "i", "i", "i", "c2_out", "t2", "t2"),
+    ("col2im", "NCHW"): ("c3_in", "i", "i", "x_out", "t2", "t2", "t1", "t1", "t1", "i"),
+    ("col2im", "NHWC"): ("c2_in", "i", "i", "i", "i", "i", "x_out", "t2", "t2"),
+}
+
+
+def _signature(kind: str, layout: str, dtype: np.dtype):
+    f = numba.from_dtype(np.dtype(dtype))
+    make = {
+        "x_in": types.Array(f, 4, "C", readonly=True),
+        "x_out": types.Array(f, 4, "C"),
+        "c2_in": types.Array(f, 2, "C", readonly=True),
+        "c3_in": types.Array(f, 3, "C", readonly=True),
+        "c2_out": types.Array(f, 2, "C"),
+        "c3_out": types.Array(f, 3, "C"),
+        "i": types.int64,
+        "t1": types.Array(types.int64, 1, "C", readonly=True),
+        "t2": types.Array(types.int64, 2, "C", readonly=True),
+    }
+    return types.void(*(make[a] for a in _ARGS[kind, layout]))
+
+
+_disk_cache_failed = False
+
+
+def _compile(pyfunc, sig):
+    """njit with the disk cache when allowed and possible.
+
+    Numba raises at decoration time when no cache directory is writable (a
+    read-only install with a read-only home); then we compile in memory
+    instead of failing the user's call.
+    """
+    global _disk_cache_failed
+    use_cache = config.disk_cache and not _disk_cache_failed
+    try:
+        return numba.njit(sig, parallel=True, cache=use_cache, nogil=True)(pyfunc)
+    except RuntimeError as err:
+        if not use_cache or "cannot cache" not in str(err):
+            raise
+        _disk_cache_failed = True
+        warnings.warn(
+            f"numbaconv: no writable directory for Numba's kernel cache ({err}); kernels "
+            "are compiled in memory. Set NUMBA_CACHE_DIR to a writable path, or "
+            "NUMBACONV_CACHE=0 to silence this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return numba.njit(sig, parallel=True, cache=False, nogil=True)(pyfunc)
+
+
+class Kernel:
+    """A compiled kernel; calling it launches it under the threading-layer guard."""
+
+    __slots__ = ("dispatcher", "name")
+
+    def __init__(self, name: str, dispatcher):
+        self.name = name
+        self.dispatcher = dispatcher
+
+    def __call__(self, *args) -> None:
+        with _threads.launch_lock():
+            self.dispatcher(*args)
+
+    def __repr__(self) -> str:
+        return f"<numbaconv kernel {self.name}>"
+
+
+@functools.lru_cache(maxsize=None)
+def get(kind: str, layout: str, dtype: str) -> Kernel:
+    """The compiled kernel for (kind, layout, dtype); compiled on first use."""
+    sig = _signature(kind, layout, np.dtype(dtype))
+    return Kernel(f"{kind}_{layout.lower()}[{dtype}]", _compile(_PYFUNCS[kind, layout], sig))
+
+
+def kernel_cache_info():
+    return get.cache_info()
+
+
+def cache_clear() -> None:
+    get.cache_clear()

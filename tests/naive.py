@@ -1,0 +1,110 @@
+"""A slow, obviously-correct float64 reference, independent of numbaconv.
+
+Padding is done by ``np.pad`` (whose 'reflect', 'edge' and 'wrap' modes are
+PyTorch's reflect, replicate and circular), then every kernel tap is a
+strided slice; nothing here uses the package's index tables or kernels.
+Everything is in NCHW/OIHW; tests transpose for NHWC.
+"""
+
+import numpy as np
+
+NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def same_pads(size, k, s, d):
+    """TensorFlow's SAME: ceil(size/s) outputs, the odd pixel at the end."""
+    out = -(-size // s)
+    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad_nchw(x, pads, mode):
+    pt, pb, pl, pr = pads
+    return np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), mode=NP_PAD_MODE[mode])
+
+
+def taps(x, kh, kw, stride, dilation, pads, mode):
+    """Yield (i, j, window) with window[n, c, p, q] = padded x at tap (i, j)."""
+    xp = pad_nchw(np.asarray(x, np.float64), pads, mode)
+    (sh, sw), (dh, dw) = stride, dilation
+    p = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
+    q = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, xp[:, :, i * dh : i * dh + (p - 1) * sh + 1 : sh,
+                           j * dw : j * dw + (q - 1) * sw + 1 : sw]
+
+
+def conv2d_ref(x, w, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+               mode="zeros"):
+    """out[n, o, p, q] = sum over its group's c, i, j of xpad[n, c, p*s + i*d, ...] * w[o, c, i, j]."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    o_n, cg, kh, kw = w.shape
+    og = o_n // groups
+    out = None
+    for i, j, win in taps(x, kh, kw, stride, dilation, pads, mode):
+        parts = [
+            np.einsum("ncpq,oc->nopq", win[:, g * cg : (g + 1) * cg], w[g * og : (g + 1) * og, :, i, j])
+            for g in range(groups)
+        ]
+        term = np.concatenate(parts, axis=1)
+        out = term if out is None else out + term
+    if bias is not None:
+        out = out + np.asarray(bias, np.float64)[None, :, None, None]
+    return out
+
+
+def im2col_ref(x, kh, kw, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), mode="zeros"):
+    """(N, C*KH*KW, P*Q) in unfold order: row c*KH*KW + i*KW + j."""
+    x = np.asarray(x, np.float64)
+    n, c = x.shape[:2]
+    wins = {(i, j): win for i, j, win in taps(x, kh, kw, stride, dilation, pads, mode)}
+    p, q = wins[0, 0].shape[2:]
+    cols = np.empty((n, c, kh, kw, p * q))
+    for (i, j), win in wins.items():
+        cols[:, :, i, j] = win.reshape(n, c, p * q)
+    return cols.reshape(n, c * kh * kw, p * q)
+
+
+def assert_close(actual, expected, dtype):
+    """The issue's bound: |err| <= tol * max(1, max|ref|), tol by dtype."""
+    expected = np.asarray(expected, np.float64)
+    tol = 2e-4 if np.dtype(dtype) == np.float32 else 1e-9
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    err = float(np.abs(actual.astype(np.float64) - expected).max(initial=0.0))
+    assert err <= tol * scale, f"max abs error {err:.3g} > {tol} * {scale:.3g}"
+
+
+def to_nhwc(x):
+    return np.moveaxis(x, 1, -1)
+
+
+def to_hwio(w):
+    return np.transpose(w, (2, 3, 1, 0))
+
+
+def from_nhwc(y):
+    return np.moveaxis(y, -1, 1)
+
+
+def col2im_ref(cols, h, w, kh, kw, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1)):
+    """torch.nn.functional.fold by direct loops: every column entry added to its pixel."""
+    cols = np.asarray(cols, np.float64)
+    n, rows, length = cols.shape
+    c = rows // (kh * kw)
+    (sh, sw), (dh, dw) = stride, dilation
+    pt, pb, pl, pr = pads
+    q_n = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    x = np.zeros((n, c, h, w))
+    for ci in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                row = (ci * kh + i) * kw + j
+                for ell in range(length):
+                    p, q = divmod(ell, q_n)
+                    hh, ww = p * sh + i * dh - pt, q * sw + j * dw - pl
+                    if 0 <= hh < h and 0 <= ww < w:
+                        x[:, ci, hh, ww] += cols[:, row, ell]
+    return x

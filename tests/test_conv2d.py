@@ -1,0 +1,252 @@
+"""conv2d against the float64 reference, in both layouts and both dtypes."""
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from naive import assert_close, conv2d_ref, from_nhwc, to_hwio, to_nhwc
+from strategies import DTYPES, LAYOUTS, conv_problems
+
+import numbaconv
+
+
+def run(x, w, b, layout, **kw):
+    """conv2d on NCHW/OIHW data in either layout; the result comes back as NCHW."""
+    if layout == "NCHW":
+        return numbaconv.conv2d(x, w, b, **kw)
+    return from_nhwc(numbaconv.conv2d(to_nhwc(x), to_hwio(w), b, layout="NHWC", **kw))
+
+
+@given(prob=conv_problems(), dtype=st.sampled_from(DTYPES), layout=st.sampled_from(LAYOUTS),
+       with_bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_matches_reference(prob, dtype, layout, with_bias, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((prob["n"], prob["c"], prob["h"], prob["w"])).astype(dtype)
+    w = rng.standard_normal((prob["o"], prob["c"] // prob["groups"], prob["kh"], prob["kw"]))
+    w = w.astype(dtype)
+    b = rng.standard_normal(prob["o"]).astype(dtype) if with_bias else None
+    y = run(x, w, b, layout, stride=prob["stride_arg"], padding=prob["padding"],
+            dilation=prob["dil_arg"], groups=prob["groups"], padding_mode=prob["mode"])
+    ref = conv2d_ref(x, w, b, prob["stride"], prob["pads"], prob["dilation"], prob["groups"],
+                     prob["mode"])
+    assert y.dtype == dtype
+    assert_close(y, ref, dtype)
+
+
+RESNET50 = [(3, 224, 64, 7, 2, 3), (64, 56, 64, 1, 1, 0), (64, 56, 64, 3, 1, 1),
+            (64, 56, 256, 1, 1, 0), (256, 56, 64, 1, 1, 0), (128, 56, 128, 3, 2, 1),
+            (128, 28, 128, 3, 1, 1), (512, 28, 128, 1, 1, 0), (256, 14, 256, 3, 1, 1),
+            (1024, 14, 256, 1, 1, 0), (512, 7, 512, 3, 1, 1), (512, 7, 2048, 1, 1, 0)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", RESNET50, ids=lambda s: "C{}-H{}-O{}-k{}-s{}-p{}".format(*s))
+def test_resnet50_shapes(shape, layout, rng):
+    c, hw, o, k, s, p = shape
+    x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+    w = (rng.standard_normal((o, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    y = run(x, w, b, layout, stride=s, padding=p)
+    assert_close(y, conv2d_ref(x, w, b, (s, s), (p,) * 4), np.float32)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("limit", [1, 3000, 20000], ids=lambda v: f"limit={v}")
+def test_chunked_workspace_matches_reference(layout, limit, rng, restore_config):
+    # A tiny bound forces row bands within an image; a medium one batches images.
+    restore_config.max_workspace_bytes = limit
+    x = rng.standard_normal((5, 4, 11, 9))
+    w = rng.standard_normal((6, 2, 3, 2))
+    b = rng.standard_normal(6)
+    kw = dict(stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2), groups=2,
+              padding_mode="reflect")
+    y = run(x, w, b, layout, **kw)
+    assert_close(y, conv2d_ref(x, w, b, (2, 1), (1, 2, 0, 1), (1, 2), 2, "reflect"), np.float64)
+    plan = numbaconv.explain(x, w, b, layout="NCHW", **kw)
+    one_row = 4 * 3 * 2 * plan.geometry.q * 8
+    assert plan.workspace_bytes <= max(limit, one_row)
+    assert plan.chunks > 1
+
+
+def test_workspace_bound_for_a_big_batch():
+    # 256 ImageNet-sized images: the full column matrix would be ~9.5 GB.
+    plan = numbaconv.explain((256, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    assert 0 < plan.workspace_bytes <= numbaconv.config.max_workspace_bytes
+    assert plan.batch_chunk * plan.chunks >= 256
+    plan = numbaconv.explain((256, 224, 224, 3), (7, 7, 3, 64), stride=2, padding=3,
+                             layout="NHWC")
+    assert 0 < plan.workspace_bytes <= numbaconv.config.max_workspace_bytes
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_unbatched_and_empty_batch(layout, rng):
+    x = rng.standard_normal((3, 6, 5))
+    w = rng.standard_normal((4, 3, 3, 3))
+    y = run(x[None], w, None, layout, padding=1)
+    if layout == "NCHW":
+        got = numbaconv.conv2d(x, w, padding=1)
+    else:
+        got = from_nhwc(numbaconv.conv2d(to_nhwc(x[None])[0], to_hwio(w), padding=1,
+                                         layout="NHWC")[None])[0]
+    assert got.shape == y.shape[1:]
+    np.testing.assert_array_equal(got, y[0])
+    empty = run(np.zeros((0, 3, 6, 5)), w, None, layout, padding=1, stride=2)
+    assert empty.shape == (0, 4, 3, 3)
+
+
+@pytest.mark.parametrize("xdt, wdt, bdt, expected", [
+    (np.float32, np.float32, None, np.float32),
+    (np.float32, np.float64, None, np.float64),
+    (np.float64, np.float32, np.float32, np.float64),
+    (np.float32, np.float32, np.float64, np.float64),
+])
+def test_result_dtype(xdt, wdt, bdt, expected, rng):
+    x = rng.standard_normal((2, 2, 5, 5)).astype(xdt)
+    w = rng.standard_normal((3, 2, 2, 2)).astype(wdt)
+    b = None if bdt is None else rng.standard_normal(3).astype(bdt)
+    y = numbaconv.conv2d(x, w, b)
+    assert y.dtype == expected
+    assert_close(y, conv2d_ref(x, w, b), np.float32)
+
+
+def _variants(x):
+    """The same values as C order, F order, a strided view, read-only, byte-swapped, a list."""
+    big = np.zeros((x.shape[0], x.shape[1], x.shape[2] * 2, x.shape[3]), x.dtype)
+    big[:, :, ::2] = x
+    ro = x.copy()
+    ro.flags.writeable = False
+    return {
+        "c": x.copy(),
+        "fortran": np.asfortranarray(x),
+        "strided": big[:, :, ::2],
+        "transposed": np.ascontiguousarray(x.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0),
+        "readonly": ro,
+        "byteswapped": x.astype(x.dtype.newbyteorder(">" if x.dtype.byteorder != ">" else "<")),
+        "list": x.tolist(),
+    }
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("kind", list(_variants(np.zeros((1, 1, 1, 1)))))
+def test_array_likes_are_accepted_and_never_modified(kind, layout, rng):
+    x = rng.standard_normal((2, 3, 7, 6))
+    w = rng.standard_normal((4, 3, 3, 3))
+    ref = conv2d_ref(x, w, None, (1, 1), (1, 1, 1, 1))
+    if layout == "NHWC":
+        x, w, ref = to_nhwc(x), to_hwio(w), to_nhwc(ref)
+    xv, wv = _variants(x)[kind], _variants(w)[kind]
+    before = (np.array(xv, copy=True), np.array(wv, copy=True))
+    y = numbaconv.conv2d(xv, wv, padding=1, layout=layout)
+    assert_close(y, ref, np.float64)
+    np.testing.assert_array_equal(np.asarray(xv), before[0])
+    np.testing.assert_array_equal(np.asarray(wv), before[1])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("pointwise", [False, True], ids=["3x3", "1x1"])
+def test_nan_and_inf_stay_in_their_image(layout, pointwise, rng):
+    k = 1 if pointwise else 3
+    x = rng.standard_normal((3, 4, 6, 6))
+    x[0, 1, 2, 3] = np.nan
+    x[2, 0, 0, 0] = np.inf
+    w = rng.standard_normal((5, 4, k, k))
+    ref = conv2d_ref(x, w, None, (1, 1), (k // 2,) * 4)
+    y = run(x, w, None, layout, padding=k // 2)
+    assert np.isnan(y[0]).any() and not np.isnan(y[1]).any()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(ref))
+    finite = np.isfinite(ref)
+    assert_close(y[finite], ref[finite], np.float64)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_second_call_hits_both_caches(layout, rng):
+    numbaconv.cache_clear()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    if layout == "NHWC":
+        x, w = to_nhwc(x), to_hwio(w)
+    numbaconv.conv2d(x, w, padding=1, layout=layout)
+    first = numbaconv.cache_info()
+    assert (first.plan_misses, first.kernel_misses) == (1, 1)
+    numbaconv.conv2d(x, w, padding=1, layout=layout)
+    second = numbaconv.cache_info()
+    assert second.plan_misses == 1 and second.plan_hits == first.plan_hits + 1
+    assert second.kernel_misses == 1 and second.kernel_hits == first.kernel_hits + 1
+    kernel = numbaconv.kernels.get("im2col", layout, "float32")
+    assert len(kernel.dispatcher.signatures) == 1  # compiled once, for its one explicit signature
+
+
+def test_explain_describes_the_plan():
+    plan = numbaconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    assert plan.algorithm == "im2col_gemm"
+    assert (plan.gemm_m, plan.gemm_n, plan.gemm_k) == (64, 56 * 56, 64 * 9)
+    assert plan.threads >= 1 and plan.workspace_bytes > 0
+    text = str(plan)
+    for word in ("im2col_gemm", "64 x 3136 x 576", "workspace", "threads"):
+        assert word in text
+    pw = numbaconv.explain((8, 56, 56, 64), (1, 1, 64, 256), layout="NHWC")
+    assert pw.algorithm == "gemm_1x1" and pw.workspace_bytes == 0
+    assert (pw.gemm_m, pw.gemm_n, pw.gemm_k) == (8 * 56 * 56, 256, 64)
+    forced = numbaconv.explain((8, 64, 56, 56), (64, 64, 1, 1), algorithm="im2col_gemm")
+    assert forced.algorithm == "im2col_gemm"
+    assert numbaconv.explain(np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))).dtype == "float64"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_forced_im2col_matches_pointwise_fast_path(layout, rng):
+    x = rng.standard_normal((2, 6, 5, 4))
+    w = rng.standard_normal((4, 3, 1, 1))
+    ref = conv2d_ref(x, w, None, groups=2)
+    assert_close(run(x, w, None, layout, groups=2), ref, np.float64)
+
+
+def test_concurrent_calls_from_eight_threads(rng):
+    # Every thread checks its own answer: a shared buffer or a race would show.
+    problems = []
+    for i in range(8):
+        x = rng.standard_normal((2, 3 + i % 3, 12, 10)).astype(np.float32)
+        w = rng.standard_normal((5, x.shape[1], 3, 3)).astype(np.float32)
+        problems.append((x, w, conv2d_ref(x, w, None, (1, 1), (1,) * 4)))
+    errors = []
+
+    def work(x, w, ref):
+        try:
+            for _ in range(10):
+                assert_close(numbaconv.conv2d(x, w, padding=1), ref, np.float32)
+        except Exception as err:  # reported in the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=p) for p in problems]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "deadlock"
+    assert not errors, errors
+
+
+torch = None
+try:  # optional peer: the suite passes without it
+    import torch
+except ImportError:  # pragma: no cover
+    pass
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_matches_pytorch(mode, rng):
+    x = rng.standard_normal((2, 4, 9, 8))
+    w = rng.standard_normal((6, 2, 3, 3))
+    b = rng.standard_normal(6)
+    layer = torch.nn.Conv2d(4, 6, 3, stride=(2, 1), padding=2, dilation=(1, 2), groups=2,
+                            padding_mode=mode, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w))
+        layer.bias.copy_(torch.from_numpy(b))
+        ref = layer(torch.from_numpy(x)).numpy()
+    y = numbaconv.conv2d(x, w, b, stride=(2, 1), padding=2, dilation=(1, 2), groups=2,
+                         padding_mode=mode)
+    assert_close(y, ref, np.float64)
