@@ -9,8 +9,9 @@ NHWC/HWIO layouts are native.
 # _threads first: it must configure OpenMP before Numba loads it.
 from . import _threads  # noqa: I001
 from . import config
+from ._threads import get_num_threads, set_num_threads, threads
 from ._plan import CacheInfo, Plan, cache_clear, cache_info
-from .conv import col2im, conv2d, explain, im2col
+from .conv import col2im, conv2d, conv2d_with, explain, im2col
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,10 @@ __all__ = [
     "col2im",
     "config",
     "conv2d",
+    "conv2d_with",
     "explain",
+    "get_num_threads",
     "im2col",
+    "set_num_threads",
+    "threads",
 ]

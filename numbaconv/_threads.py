@@ -77,3 +77,71 @@ def launch_lock():
     """
     layer = threading_layer()
     return _launch_lock if layer in (None, "workqueue") else contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------
+# Thread counts: Numba's and BLAS's, set together
+# --------------------------------------------------------------------------
+# The kernels never call BLAS from inside a prange loop: gathers (Numba
+# threads) and GEMMs (BLAS threads) alternate, so the two pools never run at
+# once and n threads means n busy cores, not n x n.
+def _check_count(n) -> int:
+    import numbers
+
+    import numba
+
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool):
+        raise TypeError(f"n: expected an int number of threads, got {n!r}")
+    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(
+            f"n: expected 1 <= n <= {numba.config.NUMBA_NUM_THREADS} (Numba's pool size), got {n}"
+        )
+    return int(n)
+
+
+def get_num_threads() -> int:
+    """Threads the kernels use in this thread (Numba's count)."""
+    import numba
+
+    return numba.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads for both the Numba kernels and BLAS, from now on.
+
+    Numba's count is per calling thread; BLAS's (through threadpoolctl) is
+    process-wide.
+    """
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    n = _check_count(n)
+    numba.set_num_threads(n)
+    threadpool_limits(n, user_api="blas")
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """``with numbaconv.threads(n):`` run with n threads, then restore both counts.
+
+    Examples
+    --------
+    >>> import numbaconv
+    >>> before = numbaconv.get_num_threads()
+    >>> with numbaconv.threads(1):
+    ...     numbaconv.get_num_threads()
+    1
+    >>> numbaconv.get_num_threads() == before
+    True
+    """
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    n = _check_count(n)
+    before = numba.get_num_threads()
+    with threadpool_limits(n, user_api="blas"):
+        numba.set_num_threads(n)
+        try:
+            yield n
+        finally:
+            numba.set_num_threads(before)

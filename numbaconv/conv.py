@@ -14,7 +14,7 @@ from . import _args, kernels
 from ._execute import RUNNERS
 from ._plan import Plan, get_plan, make_plan
 
-__all__ = ["col2im", "conv2d", "explain", "im2col"]
+__all__ = ["col2im", "conv2d", "conv2d_with", "explain", "im2col"]
 
 
 def _batched(arr: np.ndarray, name: str, layout: _args.Layout) -> tuple[np.ndarray, bool]:
@@ -94,6 +94,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     >>> numbaconv.conv2d(xt, wt, layout="NHWC").shape
     (1, 3, 3, 1)
     """
+    return conv2d_with(x, weight, bias, stride, padding, dilation, groups, layout=layout,
+                       padding_mode=padding_mode)
+
+
+def conv2d_with(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+                layout="NCHW", padding_mode="zeros", algorithm="auto"):
+    """:func:`conv2d` with the dispatcher's choice forced to ``algorithm``.
+
+    For layout and algorithm experiments (``numbaconv bench --algorithm``).
+    """
     layout = _args.layout_of(layout)
     x, unbatched, weight, bias = _conv_inputs(x, weight, bias, layout)
     g = _args.conv_geometry(x.shape, weight.shape, layout, stride, padding, dilation, groups,
@@ -102,7 +112,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     dtype = _args.result_dtype(x, weight, bias)
     out = np.empty(layout.x_shape(g.n, g.o, g.p, g.q), dtype=dtype)
     if g.n:
-        plan = get_plan(g, layout, dtype)
+        plan = get_plan(g, layout, dtype, algorithm)
         RUNNERS[plan.algorithm](
             plan,
             _args.contiguous(x, dtype),
