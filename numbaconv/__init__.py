@@ -7,7 +7,7 @@ NHWC/HWIO layouts are native.
 """
 
 # _threads first: it must configure OpenMP before Numba loads it.
-from . import _threads  # noqa: I001
+from . import _threads  # noqa: F401, I001
 from . import config
 from ._threads import get_num_threads, set_num_threads, threads
 from ._plan import CacheInfo, Plan, cache_clear, cache_info

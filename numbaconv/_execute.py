@@ -15,6 +15,7 @@ import threading
 import numpy as np
 
 from . import kernels
+from ._args import ceil_div
 from ._plan import Plan
 
 
@@ -61,6 +62,46 @@ def packed_weight(plan: Plan, w: np.ndarray) -> np.ndarray:
     return _view(w, (kk * g.cg, g.groups, g.og)).transpose(1, 0, 2)
 
 
+# --------------------------------------------------------------------------
+# gather / scatter: the only doors to the im2col/col2im kernels
+# --------------------------------------------------------------------------
+def gather(plan: Plan, x: np.ndarray, cols: np.ndarray, n0: int = 0, p0: int = 0,
+           nb: int | None = None) -> None:
+    """im2col of images ``n0:n0+nb``, output rows ``p0:p0+pb``, into ``cols``.
+
+    ``cols`` is NCHW: (nb, C*KH*KW, pb*Q); NHWC: (nb*pb*Q, KH*KW*C) with
+    group-major columns (see ``kernels.im2col``).  ``x`` is C-contiguous
+    in the plan's dtype.
+    """
+    t = plan.tables
+    kernel = kernels.get("im2col", plan.layout, plan.dtype)
+    if plan.layout == "NCHW":
+        kernel(x, n0, p0, cols, *t.args())
+    else:
+        nb = plan.geometry.n - n0 if nb is None else nb
+        kernel(x, n0, p0, nb, plan.geometry.groups, cols, t.htab, t.wtab)
+
+
+def scatter(plan: Plan, cols: np.ndarray, x: np.ndarray, n0: int = 0, p0: int = 0,
+            nb: int | None = None) -> None:
+    """col2im: ``x[n0:n0+nb] += `` the columns of output rows ``p0..``; the adjoint of gather.
+
+    ``x`` must hold zeros (or values to add to).  Race-free in parallel.
+    """
+    t = plan.tables
+    kernel = kernels.get("col2im", plan.layout, plan.dtype)
+    if plan.layout == "NCHW":
+        kernel(cols, n0, p0, x, *t.args())
+        return
+    g = plan.geometry
+    nb = g.n - n0 if nb is None else nb
+    # Enough channel blocks for every thread, but blocks of at least a few
+    # channels so the innermost loop still vectorises.
+    blocks = ceil_div(4 * plan.threads, max(nb, 1))
+    cblock = max(ceil_div(g.c, blocks), min(g.c, 8))
+    kernel(cols, n0, p0, nb, g.groups, cblock, x, t.htab, t.wtab)
+
+
 def run_gemm_1x1(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray) -> None:
     g = plan.geometry
     wp = packed_weight(plan, w)
@@ -83,8 +124,6 @@ def run_im2col_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndar
     g = plan.geometry
     kk = g.kh * g.kw
     wp = packed_weight(plan, w)
-    gather = kernels.get("im2col", plan.layout, plan.dtype)
-    t = plan.tables
     # One buffer for every chunk: the workspace bound is on this allocation.
     buf = workspace(plan.workspace_bytes, x.dtype)
     for n0 in range(0, g.n, plan.batch_chunk):
@@ -94,7 +133,7 @@ def run_im2col_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndar
             length = pb * g.q
             if plan.layout == "NCHW":
                 cols = _view(buf[: nb * g.c * kk * length], (nb, g.c * kk, length))
-                gather(x, n0, p0, cols, *t.args())
+                gather(plan, x, cols, n0, p0, nb)
                 o = _view(out[n0 : n0 + nb, :, p0 : p0 + pb], (nb, g.groups, g.og, length))
                 np.matmul(wp, _view(cols, (nb, g.groups, g.cg * kk, length)), out=o)
                 if bias is not None:
@@ -102,7 +141,7 @@ def run_im2col_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndar
             else:
                 rows = nb * length
                 cols = _view(buf[: rows * kk * g.c], (rows, kk * g.c))
-                gather(x, n0, p0, nb, g.groups, cols, t.htab, t.wtab)
+                gather(plan, x, cols, n0, p0, nb)
                 o2 = _view(out[n0 : n0 + nb, p0 : p0 + pb], (rows, g.o))
                 o = _view(o2, (rows, g.groups, g.og)).transpose(1, 0, 2)
                 a = _view(cols, (rows, g.groups, kk * g.cg)).transpose(1, 0, 2)

@@ -7,11 +7,10 @@ Each is plain Python: it normalises and validates the arguments
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from . import _args, kernels
-from ._execute import RUNNERS
+from . import _args
+from ._execute import RUNNERS, gather, scatter
 from ._plan import Plan, get_plan, make_plan
 
 __all__ = ["col2im", "conv2d", "conv2d_with", "explain", "im2col"]
@@ -209,20 +208,16 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, layout="NCHW",
     x, unbatched = _batched(x, "x", layout)
     g = _patch_geometry(x.shape, kernel_size, stride, padding, dilation, layout, padding_mode)
     dtype = _args.native(x.dtype)
-    tables = make_plan(g, layout, dtype, "im2col_gemm").tables
-    kk = g.kh * g.kw
+    plan = make_plan(g, layout, dtype, "im2col_gemm")
     length = g.p * g.q
-    gather = kernels.get("im2col", layout.name, dtype.name) if g.n else None
-    xc = _args.contiguous(x, dtype)
     if layout.name == "NCHW":
-        cols = np.empty((g.n, g.c * kk, length), dtype=dtype)
-        if g.n:
-            gather(xc, 0, 0, cols, *tables.args())
+        cols = np.empty((g.n, g.c * g.kh * g.kw, length), dtype=dtype)
     else:
-        cols = np.empty((g.n * length, kk * g.c), dtype=dtype)
-        if g.n:
-            gather(xc, 0, 0, g.n, 1, cols, tables.htab, tables.wtab)
-        cols = cols.reshape(g.n, length, kk * g.c)
+        cols = np.empty((g.n * length, g.kh * g.kw * g.c), dtype=dtype)
+    if g.n:
+        gather(plan, _args.contiguous(x, dtype), cols)
+    if layout.name == "NHWC":
+        cols = cols.reshape(g.n, length, g.kh * g.kw * g.c)
     return cols[0] if unbatched else cols
 
 
@@ -282,24 +277,8 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, *, l
     dtype = _args.native(cols.dtype)
     x = np.zeros(x_shape, dtype=dtype)
     if n:
-        run_col2im(g, layout.name, _args.contiguous(cols, dtype), x,
-                   make_plan(g, layout, dtype, "im2col_gemm").tables)
+        cols = _args.contiguous(cols, dtype)
+        if layout.name == "NHWC":
+            cols = cols.reshape(n * g.p * g.q, cols.shape[-1])
+        scatter(make_plan(g, layout, dtype, "im2col_gemm"), cols, x)
     return x[0] if unbatched else x
-
-
-def run_col2im(g, layout: str, cols: np.ndarray, x: np.ndarray, tables, n0=0, p0=0, nb=None):
-    """Scatter-add ``cols`` (a chunk of ``nb`` images from ``n0``, rows from ``p0``) into x."""
-    scatter = kernels.get("col2im", layout, x.dtype.name)
-    nb = cols.shape[0] if nb is None else nb
-    if layout == "NCHW":
-        scatter(cols, n0, p0, x, *tables.args())
-    else:
-        # Enough channel blocks for every thread, but blocks of at least a few
-        # channels so the innermost loop still vectorises.
-        blocks = _args.ceil_div(4 * numba.get_num_threads(), max(nb, 1))
-        cblock = max(_args.ceil_div(g.c, blocks), min(g.c, 8))
-        scatter(_view2d(cols), n0, p0, nb, g.groups, cblock, x, tables.htab, tables.wtab)
-
-
-def _view2d(cols: np.ndarray) -> np.ndarray:
-    return cols.reshape(-1, cols.shape[-1])

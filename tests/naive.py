@@ -37,7 +37,7 @@ def taps(x, kh, kw, stride, dilation, pads, mode):
 
 def conv2d_ref(x, w, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1,
                mode="zeros"):
-    """out[n, o, p, q] = sum over its group's c, i, j of xpad[n, c, p*s + i*d, ...] * w[o, c, i, j]."""
+    """out[n, o, p, q] = sum over group c, i, j of xpad[n, c, p*s + i*d, ..] * w[o, c, i, j]."""
     x = np.asarray(x, np.float64)
     w = np.asarray(w, np.float64)
     o_n, cg, kh, kw = w.shape
@@ -45,7 +45,8 @@ def conv2d_ref(x, w, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1
     out = None
     for i, j, win in taps(x, kh, kw, stride, dilation, pads, mode):
         parts = [
-            np.einsum("ncpq,oc->nopq", win[:, g * cg : (g + 1) * cg], w[g * og : (g + 1) * og, :, i, j])
+            np.einsum("ncpq,oc->nopq", win[:, g * cg : (g + 1) * cg],
+                      w[g * og : (g + 1) * og, :, i, j])
             for g in range(groups)
         ]
         term = np.concatenate(parts, axis=1)

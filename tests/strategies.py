@@ -3,7 +3,6 @@
 import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
-
 from naive import same_pads
 
 DTYPES = [np.float32, np.float64]
@@ -22,11 +21,12 @@ def padding_forms(draw, kh, kw, h, w, stride, dilation):
         ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
         return (ph, pw), (ph, ph, pw, pw)
     if form == "explicit":
-        t, b, l, r = (draw(st.integers(0, 3)) for _ in range(4))
-        return ((t, b), (l, r)), (t, b, l, r)
+        top, bottom, left, right = (draw(st.integers(0, 3)) for _ in range(4))
+        return ((top, bottom), (left, right)), (top, bottom, left, right)
     if form == "valid":
         return "valid", (0, 0, 0, 0)
-    return "same", same_pads(h, kh, stride[0], dilation[0]) + same_pads(w, kw, stride[1], dilation[1])
+    pads = same_pads(h, kh, stride[0], dilation[0]) + same_pads(w, kw, stride[1], dilation[1])
+    return "same", pads
 
 
 def valid_geometry(h, w, kh, kw, dilation, pads, mode):

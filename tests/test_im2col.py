@@ -55,7 +55,8 @@ def _problem_arrays(prob, dtype, seed):
 
 def _nhwc_cols_to_nchw(cols, c, kh, kw):
     n, length, _ = cols.shape
-    return cols.reshape(n, length, kh, kw, c).transpose(0, 4, 2, 3, 1).reshape(n, c * kh * kw, length)
+    cols = cols.reshape(n, length, kh, kw, c).transpose(0, 4, 2, 3, 1)
+    return cols.reshape(n, c * kh * kw, length)
 
 
 @given(prob=conv_problems(max_groups=1), dtype=st.sampled_from(DTYPES),
@@ -108,8 +109,8 @@ def test_col2im_matches_fold_reference(prob, dtype, layout, seed):
         got = numbaconv.col2im(cols, (h, w), (kh, kw), **kwargs)
     else:
         nhwc_cols = cols.reshape(prob["n"], prob["c"], kh, kw, p * q).transpose(0, 4, 2, 3, 1)
-        got = numbaconv.col2im(nhwc_cols.reshape(prob["n"], p * q, kh * kw * prob["c"]), (h, w), (kh, kw),
-                               layout="NHWC", **kwargs)
+        nhwc_cols = nhwc_cols.reshape(prob["n"], p * q, kh * kw * prob["c"])
+        got = numbaconv.col2im(nhwc_cols, (h, w), (kh, kw), layout="NHWC", **kwargs)
         got = np.moveaxis(got, -1, 1)
     assert_close(got, ref, dtype)
 

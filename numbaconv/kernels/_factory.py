@@ -93,7 +93,7 @@ class Kernel:
         return f"<numbaconv kernel {self.name}>"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get(kind: str, layout: str, dtype: str) -> Kernel:
     """The compiled kernel for (kind, layout, dtype); compiled on first use."""
     sig = _signature(kind, layout, np.dtype(dtype))
