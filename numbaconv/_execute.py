@@ -1,8 +1,8 @@
 """Running a plan: the gather kernels feed NumPy's BLAS-backed matmul.
 
-Every GEMM writes straight into a view of the output (``np.matmul(out=...)``),
-so there is no extra copy of the result, and every weight is used through a
-reshaped view of the caller's layout (OIHW or HWIO), never repacked.
+Every GEMM writes straight into a view of the output (``np.matmul(out=...)``)
+unless the plan batches images into one GEMM, and every weight is used
+through a reshaped view of the caller's layout (OIHW or HWIO), never repacked.
 
 Runners receive arrays that are C-contiguous, native-endian and of the
 compute dtype; they treat the inputs as read-only.
@@ -22,7 +22,7 @@ from ._plan import Plan
 def _view(a: np.ndarray, shape) -> np.ndarray:
     """``a.reshape(shape)`` that must not copy (we write through it)."""
     v = a.reshape(shape)
-    if not np.may_share_memory(v, a):  # pragma: no cover - a planning bug, not user input
+    if v.size and not np.may_share_memory(v, a):  # pragma: no cover - a planning bug
         raise AssertionError(f"reshape of {a.shape} to {shape} copied")
     return v
 
@@ -31,11 +31,12 @@ _local = threading.local()
 
 
 def workspace(nbytes: int, dtype: np.dtype) -> np.ndarray:
-    """This thread's column buffer, grown on demand and kept between calls.
+    """This thread's scratch buffer, grown on demand and kept between calls.
 
     Reusing it saves the page faults of a fresh multi-MB allocation on every
     call (~1 ms for a 7 MB buffer here).  One buffer per Python thread keeps
-    concurrent calls apart; each is at most ``config.max_workspace_bytes``.
+    concurrent calls apart; each is at most ``config.max_workspace_bytes``
+    (plus one output row, see ``_plan._chunking``).
     """
     buf = getattr(_local, "buf", None)
     if buf is None or buf.nbytes < nbytes:
@@ -45,12 +46,12 @@ def workspace(nbytes: int, dtype: np.dtype) -> np.ndarray:
 
 
 def release_workspace() -> None:
-    """Free this thread's column buffer."""
+    """Free this thread's scratch buffer."""
     _local.buf = None
 
 
 def packed_weight(plan: Plan, w: np.ndarray) -> np.ndarray:
-    """The weight as (groups, K, ...) matrices for the GEMMs, as a view.
+    """The weight as (groups, ...) matrices for the GEMMs, as a view.
 
     NCHW: OIHW -> (G, Og, Cg*KH*KW), the left operand of W @ cols.
     NHWC: HWIO -> (G, KH*KW*Cg, Og), the right operand of cols @ W.
@@ -65,36 +66,49 @@ def packed_weight(plan: Plan, w: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------
 # gather / scatter: the only doors to the im2col/col2im kernels
 # --------------------------------------------------------------------------
+def _nchw_strides(cols: np.ndarray, nb: int, row_major: bool) -> tuple[int, int, int]:
+    """(pb*Q, image stride, row stride) of a 3-d NCHW column buffer."""
+    length = cols.shape[2]
+    if row_major:  # (C*KH*KW, nb, pb*Q)
+        return length, length, nb * length
+    return length, cols.shape[1] * length, length  # (nb, C*KH*KW, pb*Q)
+
+
 def gather(plan: Plan, x: np.ndarray, cols: np.ndarray, n0: int = 0, p0: int = 0,
-           nb: int | None = None) -> None:
+           nb: int | None = None, row_major: bool = False) -> None:
     """im2col of images ``n0:n0+nb``, output rows ``p0:p0+pb``, into ``cols``.
 
-    ``cols`` is NCHW: (nb, C*KH*KW, pb*Q); NHWC: (nb*pb*Q, KH*KW*C) with
-    group-major columns (see ``kernels.im2col``).  ``x`` is C-contiguous
-    in the plan's dtype.
+    NCHW ``cols`` is (nb, C*KH*KW, pb*Q), or (C*KH*KW, nb, pb*Q) with
+    ``row_major`` (the operand of one GEMM over all nb images).  NHWC ``cols``
+    is (nb*pb*Q, KH*KW*C) with group-major columns (see ``kernels.im2col``).
+    ``x`` is C-contiguous in the plan's dtype; ``cols`` C-contiguous.
     """
-    t = plan.tables
+    g, t = plan.geometry, plan.tables
+    nb = g.n - n0 if nb is None else nb
     kernel = kernels.get("im2col", plan.layout, plan.dtype)
     if plan.layout == "NCHW":
-        kernel(x, n0, p0, cols, *t.args())
+        length, bstride, rstride = _nchw_strides(cols, nb, row_major)
+        kernel(x, n0, p0, nb, length // g.q, cols.reshape(-1), bstride, rstride, t.htab,
+               t.wtab, t.hint, t.wint, t.sh, t.sw)
     else:
-        nb = plan.geometry.n - n0 if nb is None else nb
-        kernel(x, n0, p0, nb, plan.geometry.groups, cols, t.htab, t.wtab)
+        kernel(x, n0, p0, nb, g.groups, cols, t.htab, t.wtab, t.wint)
 
 
 def scatter(plan: Plan, cols: np.ndarray, x: np.ndarray, n0: int = 0, p0: int = 0,
-            nb: int | None = None) -> None:
-    """col2im: ``x[n0:n0+nb] += `` the columns of output rows ``p0..``; the adjoint of gather.
+            nb: int | None = None, row_major: bool = False) -> None:
+    """col2im: ``x[n0:n0+nb] +=`` the columns of output rows ``p0..``; gather's adjoint.
 
-    ``x`` must hold zeros (or values to add to).  Race-free in parallel.
+    Same ``cols`` layouts as :func:`gather`.  ``x`` must hold zeros (or values
+    to add to).  Race-free in parallel.
     """
-    t = plan.tables
+    g, t = plan.geometry, plan.tables
+    nb = g.n - n0 if nb is None else nb
     kernel = kernels.get("col2im", plan.layout, plan.dtype)
     if plan.layout == "NCHW":
-        kernel(cols, n0, p0, x, *t.args())
+        length, bstride, rstride = _nchw_strides(cols, nb, row_major)
+        kernel(cols.reshape(-1), n0, p0, nb, length // g.q, bstride, rstride, x, t.htab,
+               t.wtab, t.wint, t.sw)
         return
-    g = plan.geometry
-    nb = g.n - n0 if nb is None else nb
     # Enough channel blocks for every thread, but blocks of at least a few
     # channels so the innermost loop still vectorises.
     blocks = ceil_div(4 * plan.threads, max(nb, 1))
@@ -102,45 +116,65 @@ def scatter(plan: Plan, cols: np.ndarray, x: np.ndarray, n0: int = 0, p0: int = 
     kernel(cols, n0, p0, nb, g.groups, cblock, x, t.htab, t.wtab)
 
 
+# --------------------------------------------------------------------------
+# The algorithms
+# --------------------------------------------------------------------------
+def _unbatch(plan: Plan, tmp: np.ndarray, out: np.ndarray, n0: int, nb: int, bias) -> None:
+    """Copy a batched GEMM's (G, Og, nb*L) result into out[n0:n0+nb] (NCHW), adding bias."""
+    g = plan.geometry
+    length = g.p * g.q
+    src = tmp.reshape(g.groups, g.og, nb, length).transpose(2, 0, 1, 3)
+    dst = _view(out[n0 : n0 + nb], (nb, g.groups, g.og, length))
+    if bias is None:
+        np.copyto(dst, src)
+    else:
+        np.add(src, bias.reshape(g.groups, g.og, 1), out=dst)
+
+
 def run_gemm_1x1(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray) -> None:
     g = plan.geometry
     wp = packed_weight(plan, w)
-    if plan.layout == "NCHW":
-        # One GEMM per image and group: W[Og, Cg] @ x[n, g][Cg, H*W].
-        o = _view(out, (g.n, g.groups, g.og, g.p * g.q))
-        np.matmul(wp, _view(x, (g.n, g.groups, g.cg, g.h * g.w)), out=o)
-        if bias is not None:
-            o += bias.reshape(g.groups, g.og, 1)
-    else:
+    hw = g.h * g.w
+    if plan.layout == "NHWC":
         # One GEMM over the whole batch per group: x[N*H*W, Cg] @ W[Cg, Og].
-        rows = g.n * g.h * g.w
+        rows = g.n * hw
         o = _view(out, (rows, g.groups, g.og)).transpose(1, 0, 2)
         np.matmul(_view(x, (rows, g.groups, g.cg)).transpose(1, 0, 2), wp, out=o)
         if bias is not None:
             out += bias
+        return
+    if not plan.gemm_batched:
+        # One GEMM per image and group: W[Og, Cg] @ x[n, g][Cg, H*W].
+        o = _view(out, (g.n, g.groups, g.og, hw))
+        np.matmul(wp, _view(x, (g.n, g.groups, g.cg, hw)), out=o)
+        if bias is not None:
+            o += bias.reshape(g.groups, g.og, 1)
+        return
+    # Small images: x[n0:n0+nb] as (C, nb*H*W), one GEMM, then into place.
+    buf = workspace(plan.workspace_bytes, x.dtype)
+    for n0 in range(0, g.n, plan.batch_chunk):
+        nb = min(plan.batch_chunk, g.n - n0)
+        xt = _view(buf[: g.c * nb * hw], (g.c, nb, hw))
+        np.copyto(xt, x[n0 : n0 + nb].reshape(nb, g.c, hw).transpose(1, 0, 2))
+        tmp = _view(buf[g.c * nb * hw : (g.c + g.o) * nb * hw], (g.groups, g.og, nb * hw))
+        np.matmul(wp, _view(xt, (g.groups, g.cg, nb * hw)), out=tmp)
+        _unbatch(plan, tmp, out, n0, nb, bias)
 
 
 def run_im2col_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray) -> None:
     g = plan.geometry
     kk = g.kh * g.kw
+    rows_k = g.c * kk  # column-matrix rows (NCHW) / columns (NHWC)
     wp = packed_weight(plan, w)
-    # One buffer for every chunk: the workspace bound is on this allocation.
     buf = workspace(plan.workspace_bytes, x.dtype)
     for n0 in range(0, g.n, plan.batch_chunk):
         nb = min(plan.batch_chunk, g.n - n0)
         for p0 in range(0, g.p, plan.row_chunk):
             pb = min(plan.row_chunk, g.p - p0)
             length = pb * g.q
-            if plan.layout == "NCHW":
-                cols = _view(buf[: nb * g.c * kk * length], (nb, g.c * kk, length))
-                gather(plan, x, cols, n0, p0, nb)
-                o = _view(out[n0 : n0 + nb, :, p0 : p0 + pb], (nb, g.groups, g.og, length))
-                np.matmul(wp, _view(cols, (nb, g.groups, g.cg * kk, length)), out=o)
-                if bias is not None:
-                    o += bias.reshape(g.groups, g.og, 1)
-            else:
+            if plan.layout == "NHWC":
                 rows = nb * length
-                cols = _view(buf[: rows * kk * g.c], (rows, kk * g.c))
+                cols = _view(buf[: rows * rows_k], (rows, rows_k))
                 gather(plan, x, cols, n0, p0, nb)
                 o2 = _view(out[n0 : n0 + nb, p0 : p0 + pb], (rows, g.o))
                 o = _view(o2, (rows, g.groups, g.og)).transpose(1, 0, 2)
@@ -148,6 +182,33 @@ def run_im2col_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndar
                 np.matmul(a, wp, out=o)
                 if bias is not None:
                     o2 += bias
+            elif plan.gemm_batched:  # whole small images: pb == P
+                cols = _view(buf[: rows_k * nb * length], (rows_k, nb, length))
+                gather(plan, x, cols, n0, p0, nb, row_major=True)
+                tmp = _view(buf[rows_k * nb * length : (rows_k + g.o) * nb * length],
+                            (g.groups, g.og, nb * length))
+                np.matmul(wp, _view(cols, (g.groups, g.cg * kk, nb * length)), out=tmp)
+                _unbatch(plan, tmp, out, n0, nb, bias)
+            else:
+                cols = _view(buf[: nb * rows_k * length], (nb, rows_k, length))
+                gather(plan, x, cols, n0, p0, nb)
+                o = _view(out[n0 : n0 + nb, :, p0 : p0 + pb], (nb, g.groups, g.og, length))
+                np.matmul(wp, _view(cols, (nb, g.groups, g.cg * kk, length)), out=o)
+                if bias is not None:
+                    o += bias.reshape(g.groups, g.og, 1)
 
 
-RUNNERS = {"gemm_1x1": run_gemm_1x1, "im2col_gemm": run_im2col_gemm}
+def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
+                         out: np.ndarray) -> None:
+    t = plan.tables
+    kernel = kernels.get("depthwise", plan.layout, plan.dtype)
+    has_bias = bias is not None
+    b = bias if has_bias else np.zeros(1, x.dtype)
+    if plan.layout == "NCHW":
+        kernel(x, w, b, has_bias, out, t.htab, t.wtab, t.wint, t.sw)
+    else:
+        kernel(x, w, b, has_bias, out, t.htab, t.wtab)
+
+
+RUNNERS = {"gemm_1x1": run_gemm_1x1, "im2col_gemm": run_im2col_gemm,
+           "direct_depthwise": run_direct_depthwise}

@@ -20,7 +20,7 @@ import numpy as np
 from . import config, kernels
 from ._args import Geometry, Layout, ceil_div
 
-ALGORITHMS = ("gemm_1x1", "im2col_gemm")
+ALGORITHMS = ("gemm_1x1", "im2col_gemm", "direct_depthwise")
 
 
 # --------------------------------------------------------------------------
@@ -46,34 +46,42 @@ def axis_table(n_in: int, k: int, n_out: int, stride: int, dilation: int, pad: i
     return np.ascontiguousarray(table, dtype=np.int64)
 
 
+def interior(n_in: int, k: int, n_out: int, stride: int, dilation: int, pad: int) -> np.ndarray:
+    """(k, 3) rows (lo, hi, off): outputs lo <= o < hi read input o*stride + off unpadded.
+
+    The unpadded index grows with o, so the interior is one contiguous run.
+    """
+    raw = np.arange(n_out)[None, :] * stride + np.arange(k)[:, None] * dilation - pad
+    inside = (raw >= 0) & (raw < n_in)
+    count = inside.sum(axis=1)
+    lo = np.where(count > 0, inside.argmax(axis=1), 0)
+    off = np.arange(k) * dilation - pad
+    return np.ascontiguousarray(np.stack([lo, lo + count, off], axis=1), dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class IndexTables:
-    htab: np.ndarray  # (KH, P)
-    wtab: np.ndarray  # (KW, Q)
-    lo: np.ndarray  # (KW,) first q of the interior run for each kw
-    hi: np.ndarray  # (KW,) one past its last q
-    woff: np.ndarray  # (KW,) interior: w = q * stride_w + woff[kw]
+    """What the gather/scatter kernels read instead of stride/padding/mode logic."""
+
+    htab: np.ndarray  # (KH, P) input row per (kernel row, output row), -1 = zero
+    wtab: np.ndarray  # (KW, Q) input column per (kernel column, output column)
+    hint: np.ndarray  # (KH, 3) interior rows (lo, hi, off) per kernel row
+    wint: np.ndarray  # (KW, 3) interior columns per kernel column
+    sh: int
     sw: int
 
     @classmethod
     def build(cls, g: Geometry) -> IndexTables:
         (sh, sw), (dh, dw) = g.stride, g.dilation
         pt, _, pl, _ = g.pads
-        htab = axis_table(g.h, g.kh, g.p, sh, dh, pt, g.padding_mode)
-        wtab = axis_table(g.w, g.kw, g.q, sw, dw, pl, g.padding_mode)
-        # The interior is where the unpadded index is in range; it is one
-        # contiguous run of q because the index grows with q.
-        raw = np.arange(g.q)[None, :] * sw + np.arange(g.kw)[:, None] * dw - pl
-        inside = (raw >= 0) & (raw < g.w)
-        count = inside.sum(axis=1)
-        lo = np.where(count > 0, inside.argmax(axis=1), 0)
-        woff = np.arange(g.kw) * dw - pl
-        as64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
-        return cls(htab, wtab, as64(lo), as64(lo + count), as64(woff), sw)
-
-    def args(self):
-        """The table arguments of the NCHW kernels, in order."""
-        return self.htab, self.wtab, self.lo, self.hi, self.woff, self.sw
+        return cls(
+            htab=axis_table(g.h, g.kh, g.p, sh, dh, pt, g.padding_mode),
+            wtab=axis_table(g.w, g.kw, g.q, sw, dw, pl, g.padding_mode),
+            hint=interior(g.h, g.kh, g.p, sh, dh, pt),
+            wint=interior(g.w, g.kw, g.q, sw, dw, pl),
+            sh=sh,
+            sw=sw,
+        )
 
 
 # --------------------------------------------------------------------------
@@ -91,19 +99,26 @@ class Plan:
     ----------
     algorithm : str
         ``"gemm_1x1"`` (no im2col: a 1x1, stride-1, unpadded convolution is a
-        plain matrix product) or ``"im2col_gemm"`` (gather, then GEMM).
+        plain matrix product), ``"im2col_gemm"`` (gather, then GEMM) or
+        ``"direct_depthwise"`` (groups == C: a direct multiply-add kernel,
+        as a depthwise layer's GEMM would be too thin to pay for its im2col).
     layout, dtype : str
         ``"NCHW"``/``"NHWC"`` and ``"float32"``/``"float64"``.
     geometry : Geometry
         Sizes, stride, dilation, explicit padding, groups, padding_mode.
     gemm_m, gemm_n, gemm_k : int
-        The shape of one GEMM call (M x K times K x N).
+        The shape of one GEMM call (M x K times K x N); 0 for direct_depthwise.
     gemm_calls : int
-        GEMM calls per convolution (images x groups x chunks).
+        GEMM calls per convolution (images or chunks, times groups).
+    gemm_batched : bool
+        NCHW only: one GEMM over all the images of a chunk instead of one per
+        image, for small images where a per-image GEMM is too thin for BLAS
+        to run at speed; the result is copied into place.
     batch_chunk, row_chunk : int
-        Images, and output rows of an image, gathered per chunk.
+        Images, and output rows of an image, per chunk.
     workspace_bytes : int
-        Size of the column buffer (0 for ``gemm_1x1``).
+        Scratch memory of one call: the column buffer and, when batched, the
+        GEMM's output before it is copied into place.
     threads : int
         Numba threads the kernels run on.
     """
@@ -116,6 +131,7 @@ class Plan:
     gemm_n: int
     gemm_k: int
     gemm_calls: int
+    gemm_batched: bool
     batch_chunk: int
     row_chunk: int
     workspace_bytes: int
@@ -135,14 +151,18 @@ class Plan:
     def __str__(self) -> str:
         g = self.geometry
         pt, pb, pl, pr = g.pads
+        how = "one GEMM per chunk" if self.gemm_batched or self.layout == "NHWC" else (
+            "one GEMM per image")
+        gemm = (f"  GEMM   M x N x K = {self.gemm_m} x {self.gemm_n} x {self.gemm_k}, "
+                f"{self.gemm_calls} call(s), {how}" if self.gemm_calls else
+                "  GEMM   none: a direct multiply-add kernel")
         lines = [
             f"conv2d plan: {self.algorithm} ({self.layout}, {self.dtype})",
             f"  input  N={g.n} C={g.c} H={g.h} W={g.w} -> output O={g.o} P={g.p} Q={g.q}",
             f"  kernel {g.kh}x{g.kw}, stride {g.stride}, dilation {g.dilation}, "
             f"padding (top={pt}, bottom={pb}, left={pl}, right={pr}) {g.padding_mode}, "
             f"groups {g.groups}",
-            f"  GEMM   M x N x K = {self.gemm_m} x {self.gemm_n} x {self.gemm_k}, "
-            f"{self.gemm_calls} call(s), {self.flops / 1e9:.3f} GFLOP",
+            f"{gemm}, {self.flops / 1e9:.3f} GFLOP",
             f"  chunks {self.chunks} of {self.batch_chunk} image(s) x {self.row_chunk} "
             f"output row(s)",
             f"  workspace {_mib(self.workspace_bytes)} (limit "
@@ -155,14 +175,14 @@ def _is_pointwise(g: Geometry) -> bool:
     return g.kh == g.kw == 1 and g.stride == (1, 1) and g.pads == (0, 0, 0, 0)
 
 
-def _chunking(g: Geometry, itemsize: int, limit: int) -> tuple[int, int]:
-    """(images, output rows) per chunk so the column buffer stays under ``limit``.
+def _chunking(g: Geometry, row_bytes: int, limit: int) -> tuple[int, int]:
+    """(images, output rows) per chunk so the workspace stays under ``limit``.
 
-    Whole images are batched while they fit; an image too big on its own is
-    split into bands of output rows.  The smallest chunk is one output row.
+    ``row_bytes`` is the scratch one output row of one image needs.  Whole
+    images are batched while they fit; an image too big on its own is split
+    into bands of output rows.  The smallest chunk is one output row.
     """
     n = max(g.n, 1)  # an empty batch still gets a well-formed plan
-    row_bytes = g.c * g.kh * g.kw * g.q * itemsize
     image_bytes = row_bytes * g.p
     if image_bytes <= limit:
         per = max(1, min(n, limit // image_bytes))
@@ -171,38 +191,72 @@ def _chunking(g: Geometry, itemsize: int, limit: int) -> tuple[int, int]:
     return 1, ceil_div(g.p, ceil_div(g.p, rows))
 
 
+def _is_depthwise(g: Geometry) -> bool:
+    return g.groups == g.c > 1
+
+
+def choose_algorithm(g: Geometry) -> str:
+    """The dispatcher's rule, in order of preference."""
+    if _is_depthwise(g):
+        return "direct_depthwise"
+    if _is_pointwise(g):
+        return "gemm_1x1"
+    return "im2col_gemm"
+
+
 def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto") -> Plan:
     """Build (uncached) the plan for one problem; ``algorithm`` may force one."""
     if algorithm == "auto":
-        algorithm = "gemm_1x1" if _is_pointwise(g) else "im2col_gemm"
+        algorithm = choose_algorithm(g)
     elif algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm: expected 'auto' or one of {list(ALGORITHMS)}, got "
                          f"{algorithm!r}")
     elif algorithm == "gemm_1x1" and not _is_pointwise(g):
         raise ValueError("algorithm: 'gemm_1x1' needs a 1x1 kernel, stride 1 and no padding, "
                          f"got kernel {g.kh}x{g.kw}, stride {g.stride}, padding {g.pads}")
+    elif algorithm == "direct_depthwise" and not _is_depthwise(g):
+        raise ValueError("algorithm: 'direct_depthwise' needs groups == input channels > 1, got "
+                         f"groups={g.groups} with {g.c} channels")
     dtype = np.dtype(dtype)
+    item = dtype.itemsize
     limit = config.max_workspace_bytes
-    common = dict(layout=layout.name, dtype=dtype.name, geometry=g,
-                  max_workspace_bytes=limit, threads=numba.get_num_threads())
+    if algorithm == "direct_depthwise":
+        return Plan(algorithm, layout=layout.name, dtype=dtype.name, geometry=g, gemm_m=0,
+                    gemm_n=0, gemm_k=0, gemm_calls=0, gemm_batched=False,
+                    batch_chunk=max(g.n, 1), row_chunk=g.p, workspace_bytes=0,
+                    max_workspace_bytes=limit, threads=numba.get_num_threads(),
+                    tables=IndexTables.build(g))
+    nchw = layout.name == "NCHW"
+    # Thin per-image GEMMs (few output pixels) run far below BLAS speed; one
+    # GEMM over a chunk of images does not.  NHWC always has the batch in M.
+    batched = nchw and g.n > 1 and g.p * g.q < config.gemm_batch_below
     kk = g.kh * g.kw
-    if algorithm == "gemm_1x1":
-        if layout.name == "NCHW":  # W[O,C] @ x[n][C,H*W], per image and group
-            mnk, calls = (g.og, g.h * g.w, g.cg), g.n * g.groups
-        else:  # x[N*H*W, C] @ W[C, O], the whole batch at once, per group
-            mnk, calls = (g.n * g.h * g.w, g.og, g.cg), g.groups
-        return Plan("gemm_1x1", **common, gemm_m=mnk[0], gemm_n=mnk[1], gemm_k=mnk[2],
-                    gemm_calls=calls, batch_chunk=g.n, row_chunk=g.p, workspace_bytes=0)
-    bc, rc = _chunking(g, dtype.itemsize, limit)
+
+    def scratch_per_row(batched: bool) -> int:
+        if algorithm == "gemm_1x1":
+            # Batched NCHW needs x as (C, images*H*W) and the output before the copy.
+            return (g.c + g.o) * g.q * item if batched else 0
+        return (g.c * kk + (g.o if batched else 0)) * g.q * item
+
+    row_bytes = scratch_per_row(batched)
+    bc, rc = _chunking(g, row_bytes, limit) if row_bytes else (max(g.n, 1), g.p)
+    if batched and rc < g.p:  # batching needs whole images; a band does not fit
+        batched, row_bytes = False, scratch_per_row(False)
+        bc, rc = _chunking(g, row_bytes, limit) if row_bytes else (max(g.n, 1), g.p)
     nchunks = ceil_div(g.n, bc) * ceil_div(g.p, rc) if g.n else 0
-    if layout.name == "NCHW":
-        mnk, calls = (g.og, rc * g.q, g.cg * kk), g.n * g.groups * ceil_div(g.p, rc)
+    k = g.cg * kk
+    if nchw and not batched:
+        mnk, calls = (g.og, rc * g.q, k), g.n * g.groups * ceil_div(g.p, rc)
+    elif nchw:
+        mnk, calls = (g.og, bc * rc * g.q, k), g.groups * nchunks
     else:
-        mnk, calls = (bc * rc * g.q, g.og, kk * g.cg), g.groups * nchunks
-    workspace = bc * rc * g.q * g.c * kk * dtype.itemsize if g.n else 0
-    return Plan("im2col_gemm", **common, gemm_m=mnk[0], gemm_n=mnk[1], gemm_k=mnk[2],
-                gemm_calls=calls, batch_chunk=bc, row_chunk=rc, workspace_bytes=workspace,
-                tables=IndexTables.build(g))
+        mnk, calls = (bc * rc * g.q, g.og, k), g.groups * nchunks
+    return Plan(algorithm, layout=layout.name, dtype=dtype.name, geometry=g,
+                gemm_m=mnk[0], gemm_n=mnk[1], gemm_k=mnk[2], gemm_calls=calls,
+                gemm_batched=batched, batch_chunk=bc, row_chunk=rc,
+                workspace_bytes=bc * rc * row_bytes if g.n else 0,
+                max_workspace_bytes=limit, threads=numba.get_num_threads(),
+                tables=None if algorithm == "gemm_1x1" else IndexTables.build(g))
 
 
 # --------------------------------------------------------------------------
@@ -216,6 +270,7 @@ _stats = {"hits": 0, "misses": 0}
 def get_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto") -> Plan:
     """The cached plan for this problem signature; built on the first call."""
     key = (layout.name, np.dtype(dtype).name, g, algorithm, config.max_workspace_bytes,
+           config.gemm_batch_below,
            numba.get_num_threads())
     with _lock:
         plan = _plans.get(key)

@@ -18,12 +18,15 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["max_workspace_bytes", "disk_cache", "num_threads", "reset"]
+__all__ = ["max_workspace_bytes", "gemm_batch_below", "disk_cache", "num_threads", "reset"]
 
 _DEFAULTS = {
     # 64 MiB keeps the column buffer of any ResNet-sized layer to a few chunks,
     # while a batch of 256 ImageNet images never allocates gigabytes.
     "max_workspace_bytes": 64 * 2**20,
+    # NCHW: below this many output pixels per image, one GEMM covers a chunk
+    # of images instead of one GEMM per image (thin GEMMs run slowly).
+    "gemm_batch_below": 1024,
     "disk_cache": True,
     "num_threads": None,  # None: let Numba decide (all cores)
 }
@@ -63,6 +66,7 @@ def reset() -> None:
 
 
 max_workspace_bytes: int
+gemm_batch_below: int
 disk_cache: bool
 num_threads: int | None
 reset()

@@ -250,3 +250,71 @@ def test_matches_pytorch(mode, rng):
     y = numbaconv.conv2d(x, w, b, stride=(2, 1), padding=2, dilation=(1, 2), groups=2,
                          padding_mode=mode)
     assert_close(y, ref, np.float64)
+
+
+def test_concurrent_calls_under_the_workqueue_layer():
+    # Numba's workqueue layer aborts the whole process on concurrent parallel
+    # launches; numbaconv serialises launches under it.  Run it in a child.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import threading, numpy as np, numba, numbaconv
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((2, 8, 16, 16)).astype(np.float32)
+        w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+        ref = numbaconv.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1)
+        bad = []
+        def work():
+            for _ in range(20):
+                y = numbaconv.conv2d(x, w, padding=1)
+                if np.abs(y - ref).max() > 1e-3:
+                    bad.append(1)
+        ts = [threading.Thread(target=work) for _ in range(8)]
+        [t.start() for t in ts]; [t.join() for t in ts]
+        print(numba.threading_layer(), len(bad))
+    """)
+    env = {**__import__("os").environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["workqueue", "0"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("multiplier, stride, dilation", [(1, 1, 1), (2, 2, 1), (1, 2, 2)])
+def test_depthwise(layout, dtype, mode, multiplier, stride, dilation, rng):
+    c = 12
+    x = rng.standard_normal((2, c, 13, 11)).astype(dtype)
+    w = rng.standard_normal((c * multiplier, 1, 3, 3)).astype(dtype)
+    b = rng.standard_normal(c * multiplier).astype(dtype)
+    kw = dict(stride=stride, padding=dilation, dilation=dilation, groups=c, padding_mode=mode)
+    ref = conv2d_ref(x, w, b, (stride,) * 2, (dilation,) * 4, (dilation,) * 2, c, mode)
+    assert numbaconv.explain(x, w, b, **kw).algorithm == "direct_depthwise"
+    for algorithm in ("direct_depthwise", "im2col_gemm"):
+        if layout == "NCHW":
+            y = numbaconv.conv2d_with(x, w, b, algorithm=algorithm, **kw)
+        else:
+            y = from_nhwc(numbaconv.conv2d_with(to_nhwc(x), to_hwio(w), b, layout="NHWC",
+                                                algorithm=algorithm, **kw))
+        assert_close(y, ref, dtype)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("shape", [(16, 12, 12, 3, 1, 1), (8, 7, 9, 3, 2, 1), (4, 20, 6, 5, 1, 2),
+                                   (6, 9, 9, 1, 2, 0), (3, 16, 16, 7, 2, 3)],
+                         ids=lambda s: "C{}-H{}-W{}-k{}-s{}-p{}".format(*s))
+def test_fast_paths_match_reference(layout, batch, shape, rng):
+    # The band copy (stride 1, Q == W), strided rows, batched GEMMs and the
+    # NHWC whole-kernel-row runs, at sizes where each path is taken.
+    c, h, w_, k, s, p = shape
+    x = rng.standard_normal((batch, c, h, w_))
+    w = rng.standard_normal((5, c, k, k))
+    for mode in ("zeros", "reflect"):
+        ref = conv2d_ref(x, w, None, (s, s), (p,) * 4, (1, 1), 1, mode)
+        assert_close(run(x, w, None, layout, stride=s, padding=p, padding_mode=mode), ref,
+                     np.float64)

@@ -10,7 +10,7 @@ import numpy as np
 from numba import types
 
 from .. import _threads, config
-from . import col2im, im2col
+from . import col2im, direct, im2col
 
 # Python functions that the factory compiles; the key is (kind, layout).
 _PYFUNCS = {
@@ -18,17 +18,22 @@ _PYFUNCS = {
     ("im2col", "NHWC"): im2col.im2col_nhwc,
     ("col2im", "NCHW"): col2im.col2im_nchw,
     ("col2im", "NHWC"): col2im.col2im_nhwc,
+    ("depthwise", "NCHW"): direct.depthwise_nchw,
+    ("depthwise", "NHWC"): direct.depthwise_nhwc,
 }
 
 # Argument kinds of each kernel, in order (see the kernels' docstrings):
-# "x" activations (4-d), "c2"/"c3" column matrices, "i" int64 scalars,
-# "t2"/"t1" int64 index tables.  Inputs are typed read-only so that a
+# "x" activations (4-d), "c1"/"c2" flat or 2-d column buffers, "i" int64
+# scalars, "t2" int64 index tables.  Inputs are typed read-only so that a
 # caller's read-only array is accepted without a copy.
 _ARGS = {
-    ("im2col", "NCHW"): ("x_in", "i", "i", "c3_out", "t2", "t2", "t1", "t1", "t1", "i"),
-    ("im2col", "NHWC"): ("x_in", "i", "i", "i", "i", "c2_out", "t2", "t2"),
-    ("col2im", "NCHW"): ("c3_in", "i", "i", "x_out", "t2", "t2", "t1", "t1", "t1", "i"),
+    ("im2col", "NCHW"): ("x_in", "i", "i", "i", "i", "c1_out", "i", "i", "t2", "t2", "t2", "t2",
+                         "i", "i"),
+    ("im2col", "NHWC"): ("x_in", "i", "i", "i", "i", "c2_out", "t2", "t2", "t2"),
+    ("col2im", "NCHW"): ("c1_in", "i", "i", "i", "i", "i", "i", "x_out", "t2", "t2", "t2", "i"),
     ("col2im", "NHWC"): ("c2_in", "i", "i", "i", "i", "i", "x_out", "t2", "t2"),
+    ("depthwise", "NCHW"): ("x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2", "t2", "i"),
+    ("depthwise", "NHWC"): ("x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2"),
 }
 
 
@@ -37,12 +42,11 @@ def _signature(kind: str, layout: str, dtype: np.dtype):
     make = {
         "x_in": types.Array(f, 4, "C", readonly=True),
         "x_out": types.Array(f, 4, "C"),
+        "c1_in": types.Array(f, 1, "C", readonly=True),
         "c2_in": types.Array(f, 2, "C", readonly=True),
-        "c3_in": types.Array(f, 3, "C", readonly=True),
+        "c1_out": types.Array(f, 1, "C"),
         "c2_out": types.Array(f, 2, "C"),
-        "c3_out": types.Array(f, 3, "C"),
         "i": types.int64,
-        "t1": types.Array(types.int64, 1, "C", readonly=True),
         "t2": types.Array(types.int64, 2, "C", readonly=True),
     }
     return types.void(*(make[a] for a in _ARGS[kind, layout]))

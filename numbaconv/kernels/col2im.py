@@ -16,40 +16,36 @@ The destination must be zeroed (or hold the values to add to) on entry.
 
 from numba import prange
 
+from ._copy import add_edges, add_run
 
-def col2im_nchw(cols, n0, p0, x, htab, wtab, lo, hi, woff, sw):
-    """x[n0 + b, c, h, w] += cols[b, (c, kh, kw), (p, q)] for output rows p0.."""
-    nb, _, length = cols.shape
-    c_in = x.shape[1]
+
+def col2im_nchw(cols, n0, p0, nb, pb, bstride, rstride, x, htab, wtab, wint, sw):
+    """x[n0 + b, c, h, w] += cols[b*bstride + r*rstride + pp*Q + q], r = (c, kh, kw).
+
+    The column layout (flat, with strides) is the one ``im2col_nchw`` writes.
+    """
+    c_in, h_n, w_n = x.shape[1], x.shape[2], x.shape[3]
     kh_n = htab.shape[0]
     kw_n, q_n = wtab.shape
-    pb = length // q_n
+    xf = x.reshape(x.size)
     for task in prange(nb * c_in):
         b = task // c_in
         c = task - b * c_in
+        plane = ((n0 + b) * c_in + c) * h_n * w_n
         for kh in range(kh_n):
             for kw in range(kw_n):
-                src = cols[b, (c * kh_n + kh) * kw_n + kw]
-                a, z, off = lo[kw], hi[kw], woff[kw]
+                d0 = b * bstride + ((c * kh_n + kh) * kw_n + kw) * rstride
+                a, z, off = wint[kw, 0], wint[kw, 1], wint[kw, 2]
+                wrow = wtab[kw]
                 for pp in range(pb):
                     h = htab[kh, p0 + pp]
                     if h < 0:
                         continue
-                    dst = x[n0 + b, c, h]
-                    base = pp * q_n
-                    for q in range(a):
-                        w = wtab[kw, q]
-                        if w >= 0:
-                            dst[w] += src[base + q]
-                    if sw == 1:
-                        dst[a + off : z + off] += src[base + a : base + z]
-                    else:
-                        for q in range(a, z):
-                            dst[q * sw + off] += src[base + q]
-                    for q in range(z, q_n):
-                        w = wtab[kw, q]
-                        if w >= 0:
-                            dst[w] += src[base + q]
+                    drow = plane + h * w_n
+                    s = d0 + pp * q_n
+                    add_edges(xf, drow, cols, s, wrow, 0, a)
+                    add_run(xf, drow + a * sw + off, cols, s + a, z - a, sw)
+                    add_edges(xf, drow, cols, s, wrow, z, q_n)
 
 
 def col2im_nhwc(cols, n0, p0, nb, groups, cblock, x, htab, wtab):
@@ -58,13 +54,15 @@ def col2im_nhwc(cols, n0, p0, nb, groups, cblock, x, htab, wtab):
     Tasks are (image, block of ``cblock`` channels), so even a single image
     spreads over all threads.
     """
-    rows = cols.shape[0]
-    c_in = x.shape[3]
+    rows, width = cols.shape
+    h_n, w_n, c_in = x.shape[1], x.shape[2], x.shape[3]
     cg = c_in // groups
     kh_n = htab.shape[0]
     kw_n, q_n = wtab.shape
     pb = rows // (nb * q_n)
     nblocks = (c_in + cblock - 1) // cblock
+    xf = x.reshape(x.size)
+    cf = cols.reshape(cols.size)
     for task in prange(nb * nblocks):
         b = task // nblocks
         c0 = (task - b * nblocks) * cblock
@@ -73,7 +71,7 @@ def col2im_nhwc(cols, n0, p0, nb, groups, cblock, x, htab, wtab):
         g1 = (c1 - 1) // cg + 1
         for pp in range(pb):
             for q in range(q_n):
-                src = cols[(b * pb + pp) * q_n + q]
+                s = ((b * pb + pp) * q_n + q) * width
                 for kh in range(kh_n):
                     h = htab[kh, p0 + pp]
                     if h < 0:
@@ -82,9 +80,9 @@ def col2im_nhwc(cols, n0, p0, nb, groups, cblock, x, htab, wtab):
                         w = wtab[kw, q]
                         if w < 0:
                             continue
-                        dst = x[n0 + b, h, w]
+                        pixel = ((n0 + b) * h_n + h) * w_n + w
                         for g in range(g0, g1):
                             # column of channel c is base + c within group g
                             base = ((g * kh_n + kh) * kw_n + kw) * cg - g * cg
-                            for c in range(max(c0, g * cg), min(c1, (g + 1) * cg)):
-                                dst[c] += src[base + c]
+                            lo, hi = max(c0, g * cg), min(c1, (g + 1) * cg)
+                            add_run(xf, pixel * c_in + lo, cf, s + base + lo, hi - lo, 1)

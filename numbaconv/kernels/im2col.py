@@ -1,97 +1,122 @@
 """im2col gathers: copy every receptive field of x into a column matrix.
 
-Both kernels read the input through two small index tables built by the
-planner (``numbaconv._plan.index_tables``):
+Both kernels read the input through index tables built by the planner
+(``numbaconv._plan.IndexTables``):
 
 * ``htab[kh, p]`` is the input row read by kernel row ``kh`` for output row
-  ``p``, or -1 where that position is zero padding;
-* ``wtab[kw, q]`` is the same for columns.
-
-Stride, dilation, padding and padding_mode (reflect, replicate, circular)
-all live in those tables, so there is one kernel per layout rather than one
-per padding mode, and no div/mod per element.
+  ``p``, or -1 where that position is zero padding; ``wtab[kw, q]`` is the
+  same for columns.  Stride, dilation, padding and padding_mode (reflect,
+  replicate, circular) all live in these tables, so there is one kernel per
+  layout rather than one per padding mode, and no div/mod per element.
+* ``hint[kh] = (lo, hi, off)``: output rows lo <= p < hi are *interior* for
+  kernel row kh (no padding: the input row is p*sh + off); ``wint[kw]`` is
+  the same for columns.  The interior is copied without looking at the
+  tables, as straight runs that LLVM vectorises; only the padded edges go
+  through the tables.
 
 ``x`` is read-only and may alias the caller's array.
 """
 
 from numba import prange
 
+from ._copy import copy_edges, copy_run, copy_strided, fill_zero
 
-def im2col_nchw(x, n0, p0, cols, htab, wtab, lo, hi, woff, sw):
-    """cols[b, (c, kh, kw), (p, q)] = x[n0 + b, c, h, w], rows p0.. of the output.
 
-    ``cols`` is (B, C*KH*KW, PB*Q); rows are in ``torch.nn.functional.unfold``
-    order.  For kernel column kw, output columns lo[kw] <= q < hi[kw] read the
-    affine run w = q*sw + woff[kw] (the interior); only the edges go through
-    wtab, so the common case is a strided (for sw == 1, contiguous) copy.
+def im2col_nchw(x, n0, p0, nb, pb, cols, bstride, rstride, htab, wtab, hint, wint, sh, sw):
+    """cols[b*bstride + r*rstride + pp*Q + q] = x[n0 + b, c, h, w] for r = (c, kh, kw).
+
+    ``cols`` is a flat buffer so that one kernel serves two column layouts:
+    image-major (nb, C*KH*KW, pb*Q) for one GEMM per image, and row-major
+    (C*KH*KW, nb, pb*Q) for one GEMM over the whole chunk.  Rows are in
+    ``torch.nn.functional.unfold`` order.  Output rows p0 .. p0+pb-1.
+
+    With unit strides and Q == W (a 'same'-padded stride-1 convolution), the
+    interior of consecutive output rows is consecutive in the input plane
+    too, so a whole band of rows is one run; the positions that run wrapped
+    over a row edge are then rewritten from the tables.
     """
-    nb, rows, length = cols.shape
+    c_n, h_n, w_n = x.shape[1], x.shape[2], x.shape[3]
     kh_n = htab.shape[0]
     kw_n, q_n = wtab.shape
-    pb = length // q_n
     kk = kh_n * kw_n
-    # One task per (image, column-matrix row): every task writes its own row.
-    for task in prange(nb * rows):
-        b = task // rows
-        r = task - b * rows
+    band_ok = sh == 1 and sw == 1 and q_n == w_n
+    xf = x.reshape(x.size)
+    # One task per (column-matrix row, image): every task writes its own run.
+    for task in prange(c_n * kk * nb):
+        r = task // nb
+        b = task - r * nb
         c = r // kk
         kh = (r - c * kk) // kw_n
         kw = r - c * kk - kh * kw_n
-        dst = cols[b, r]
-        a, z, off = lo[kw], hi[kw], woff[kw]
-        for pp in range(pb):
-            base = pp * q_n
-            h = htab[kh, p0 + pp]
+        d0 = b * bstride + r * rstride
+        plane = ((n0 + b) * c_n + c) * h_n * w_n
+        a, z, off = wint[kw, 0], wint[kw, 1], wint[kw, 2]
+        wrow = wtab[kw]
+        pa = max(hint[kh, 0], p0)
+        pz = min(hint[kh, 1], p0 + pb)
+        band = band_ok and pz - pa >= 2 and z > a
+        if band:
+            copy_run(cols, d0 + (pa - p0) * q_n + a, xf,
+                     plane + (pa + hint[kh, 2]) * w_n + a + off, (pz - pa - 1) * q_n + z - a)
+        for pp in range(p0, p0 + pb):
+            d = d0 + (pp - p0) * q_n
+            h = htab[kh, pp]
             if h < 0:
-                for q in range(q_n):
-                    dst[base + q] = 0
+                fill_zero(cols, d, q_n)
                 continue
-            src = x[n0 + b, c, h]
-            for q in range(a):
-                w = wtab[kw, q]
-                dst[base + q] = src[w] if w >= 0 else 0
-            if sw == 1:  # a slice copy, which LLVM turns into a vectorised memcpy
-                dst[base + a : base + z] = src[a + off : z + off]
-            else:
-                for q in range(a, z):
-                    dst[base + q] = src[q * sw + off]
-            for q in range(z, q_n):
-                w = wtab[kw, q]
-                dst[base + q] = src[w] if w >= 0 else 0
+            srow = plane + h * w_n
+            copy_edges(cols, d, xf, srow, wrow, 0, a)
+            if not (band and pa <= pp < pz):
+                if sw == 1:
+                    copy_run(cols, d + a, xf, srow + a + off, z - a)
+                else:
+                    copy_strided(cols, d + a, xf, srow + a * sw + off, z - a, sw)
+            copy_edges(cols, d, xf, srow, wrow, z, q_n)
 
 
-def im2col_nhwc(x, n0, p0, nb, groups, cols, htab, wtab):
+def im2col_nhwc(x, n0, p0, nb, groups, cols, htab, wtab, wint):
     """cols[(b, p, q), (g, kh, kw, cg)] = x[n0 + b, h, w, g*Cg + cg].
 
     ``cols`` is (nb*PB*Q, KH*KW*C).  With groups == 1 the columns are in
     (kh, kw, c) order, matching an HWIO weight reshaped to (KH*KW*C, O); with
     groups > 1 each group's columns are contiguous so one GEMM per group can
-    take its slice.  The innermost loop runs over channels, which are
-    contiguous in both x and cols.
+    take its slice.  The copies run over channels, contiguous in both x and
+    cols; without groups or dilation, the KW taps of one kernel row are one
+    contiguous run of KW*C values in the interior, copied at once (that
+    matters when C is small, as in an RGB stem).
     """
-    rows = cols.shape[0]
-    c_in = x.shape[3]
+    rows, width = cols.shape
+    h_n, w_n, c_in = x.shape[1], x.shape[2], x.shape[3]
     cg = c_in // groups
     kh_n = htab.shape[0]
     kw_n, q_n = wtab.shape
     pb = rows // (nb * q_n)
+    run = kw_n * c_in
+    # The KW taps are one run iff consecutive taps are consecutive columns.
+    unit_dilation = kw_n == 1 or wint[1, 2] - wint[0, 2] == 1
+    q_lo, q_hi = 0, q_n  # the q whose every tap is interior (an empty one is (0, 0))
+    for kw in range(kw_n):
+        q_lo, q_hi = max(q_lo, wint[kw, 0]), min(q_hi, wint[kw, 1])
+    xf = x.reshape(x.size)
+    cf = cols.reshape(cols.size)
     # One task per (image, output row): every task writes its own Q rows.
     for task in prange(nb * pb):
         b = task // pb
         pp = task - b * pb
         n = n0 + b
         for q in range(q_n):
-            dst = cols[task * q_n + q]
+            d = (task * q_n + q) * width
             for kh in range(kh_n):
                 h = htab[kh, p0 + pp]
+                if groups == 1 and unit_dilation and h >= 0 and q_lo <= q < q_hi:
+                    copy_run(cf, d + kh * run, xf, ((n * h_n + h) * w_n + wtab[0, q]) * c_in,
+                             run)
+                    continue
                 for kw in range(kw_n):
                     w = wtab[kw, q]
                     for g in range(groups):
-                        col = ((g * kh_n + kh) * kw_n + kw) * cg
+                        col = d + ((g * kh_n + kh) * kw_n + kw) * cg
                         if h < 0 or w < 0:
-                            for k in range(cg):
-                                dst[col + k] = 0
+                            fill_zero(cf, col, cg)
                         else:
-                            src = x[n, h, w]
-                            for k in range(cg):
-                                dst[col + k] = src[g * cg + k]
+                            copy_run(cf, col, xf, ((n * h_n + h) * w_n + w) * c_in + g * cg, cg)
