@@ -14,7 +14,11 @@
    bundles one) keeps its defaults.  Setting it process-wide made PyTorch's
    1x1 convolutions 3x slower in the same process.
 
-2. The workqueue layer (Numba's fallback when neither TBB nor OpenMP is
+2. NUMBACONV_NUM_THREADS=n sets both pools: Numba's through NUMBA_NUM_THREADS
+   (read when Numba is imported, so that every Python thread gets n, not only
+   the one that imported numbaconv) and BLAS's through threadpoolctl.
+
+3. The workqueue layer (Numba's fallback when neither TBB nor OpenMP is
    available) aborts the process when two threads launch parallel kernels at
    once.  Under that layer every kernel launch takes ``launch_lock``.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 
 SPINCOUNT = "10000"
@@ -54,6 +59,16 @@ def _tame_openmp_spin() -> str:
     return f"GOMP_SPINCOUNT={SPINCOUNT} for Numba's OpenMP threads"
 
 
+def _env_threads() -> int | None:
+    from . import config
+
+    n = config.num_threads
+    if n is not None and "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_NUM_THREADS", str(n))
+    return n
+
+
+env_threads = _env_threads()
 spin_policy = _tame_openmp_spin()
 
 _launch_lock = threading.Lock()
@@ -145,3 +160,7 @@ def threads(n: int):
             yield n
         finally:
             numba.set_num_threads(before)
+
+
+if env_threads is not None:
+    set_num_threads(min(env_threads, __import__("numba").config.NUMBA_NUM_THREADS))

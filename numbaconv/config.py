@@ -55,8 +55,11 @@ def _from_env() -> dict:
             "no",
             "off",
         )
-    if os.environ.get("NUMBACONV_NUM_THREADS", "").strip():
-        values["num_threads"] = int(os.environ["NUMBACONV_NUM_THREADS"])
+    text = os.environ.get("NUMBACONV_NUM_THREADS", "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"NUMBACONV_NUM_THREADS: expected a positive integer, got {text!r}")
+        values["num_threads"] = int(text)
     return values
 
 

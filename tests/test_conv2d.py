@@ -318,3 +318,46 @@ def test_fast_paths_match_reference(layout, batch, shape, rng):
         ref = conv2d_ref(x, w, None, (s, s), (p,) * 4, (1, 1), 1, mode)
         assert_close(run(x, w, None, layout, stride=s, padding=p, padding_mode=mode), ref,
                      np.float64)
+
+
+def test_num_threads_environment_variable_sets_both_pools():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import threading, numbaconv, threadpoolctl, numpy as np\n"
+            "blas = [i['num_threads'] for i in threadpoolctl.threadpool_info()"
+            " if i['user_api'] == 'blas']\n"
+            "other = []\n"
+            "t = threading.Thread(target=lambda: other.append(numbaconv.get_num_threads()))\n"
+            "t.start(); t.join()\n"
+            "plan = numbaconv.explain((1, 3, 8, 8), (4, 3, 3, 3))\n"
+            "print(numbaconv.get_num_threads(), other[0], plan.threads, set(blas))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "NUMBACONV_"))}
+    proc = subprocess.run([sys.executable, "-c", code], env={**env, "NUMBACONV_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "1", "1", "{1}"]
+    bad = subprocess.run([sys.executable, "-c", "import numbaconv"],
+                         env={**env, "NUMBACONV_NUM_THREADS": "lots"}, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode != 0
+    assert "NUMBACONV_NUM_THREADS: expected a positive integer" in bad.stderr
+
+
+def test_threads_context_restores_counts():
+    import threadpoolctl
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"}
+
+    before = (numbaconv.get_num_threads(), blas_threads())
+    with numbaconv.threads(1):
+        assert numbaconv.get_num_threads() == 1 and blas_threads() == {1}
+        assert numbaconv.explain((1, 3, 8, 8), (4, 3, 3, 3)).threads == 1
+    assert (numbaconv.get_num_threads(), blas_threads()) == before
+    with pytest.raises(ValueError, match="n: expected 1 <= n"):
+        numbaconv.set_num_threads(0)
+    with pytest.raises(TypeError, match="n: expected an int"):
+        numbaconv.set_num_threads(1.5)
