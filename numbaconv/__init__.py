@@ -12,18 +12,27 @@ from . import config
 from ._threads import get_num_threads, set_num_threads, threads
 from ._plan import CacheInfo, Plan, cache_clear, cache_info
 from .conv import col2im, conv2d, conv2d_with, explain, im2col
+from .backward import conv2d_backward, conv2d_grad_input, conv2d_grad_weight
+from .transpose import conv_transpose2d
+from .layers import Conv2d, ConvTranspose2d
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CacheInfo",
+    "Conv2d",
+    "ConvTranspose2d",
     "Plan",
     "cache_clear",
     "cache_info",
     "col2im",
     "config",
     "conv2d",
+    "conv2d_backward",
+    "conv2d_grad_input",
+    "conv2d_grad_weight",
     "conv2d_with",
+    "conv_transpose2d",
     "explain",
     "get_num_threads",
     "im2col",

@@ -1,0 +1,364 @@
+"""Conv2d and ConvTranspose2d layers: parameters, forward, and a cached backward.
+
+In the style of the classic hand-written ``Convolution`` layer: ``forward``
+keeps what ``backward`` needs, ``backward`` returns the input gradient and
+stores the parameter gradients.  No autograd, no optimiser: update
+``.weight`` and ``.bias`` with ``.grad_weight`` and ``.grad_bias`` yourself.
+
+What forward keeps: the input (a reference, as PyTorch saves tensors: do
+not modify it in place before backward), or for Conv2d its im2col columns
+instead when the whole batch's columns fit in one workspace chunk
+(``config.max_workspace_bytes``).  Then forward gathers them once into a
+buffer the layer owns and backward's weight gradient skips its gather
+(1.15-1.5x per training step on most of ResNet-50's 3x3 layers, see
+docs/training.md); above that bound the memory held between the passes
+would outgrow the gather it saves, so the columns are recomputed chunk by
+chunk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _args
+from ._execute import gather, packed_weight, workspace
+from .backward import backward_plan, grad_bias, grad_input, grad_weight, is_pointwise
+from .conv import conv2d
+from .transpose import transpose_backward, transpose_forward, transpose_problem
+
+__all__ = ["Conv2d", "ConvTranspose2d"]
+
+
+def _positive_int(value, name: str) -> int:
+    if not _args._is_int(value):
+        raise TypeError(f"{name}: expected an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value}")
+    return int(value)
+
+
+def _layer_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+    if dt not in _args.SUPPORTED_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def _uniform(rng: np.random.Generator, bound: float, shape, dtype) -> np.ndarray:
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+class _Layer:
+    """What both layers share: parameters, gradients, the cache and its checks."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+    grad_weight: np.ndarray | None
+    grad_bias: np.ndarray | None
+
+    def __init__(self, in_channels, out_channels, kernel_size, groups, bias, layout, dtype):
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.groups = _positive_int(groups, "groups")
+        for name, value in (("in_channels", self.in_channels),
+                            ("out_channels", self.out_channels)):
+            if value % self.groups:
+                raise ValueError(f"groups: {name} {value} are not divisible by "
+                                 f"groups={self.groups}")
+        self.kernel_size = _args.int_pair(kernel_size, "kernel_size", 1)
+        self.layout = _args.layout_of(layout).name
+        self.dtype = _layer_dtype(dtype)
+        if not isinstance(bias, bool | np.bool_):
+            raise TypeError(f"bias: expected True or False, got {bias!r}")
+        self.grad_weight = self.grad_bias = None
+        self._cache = None
+
+    def _init_parameters(self, w_shape, fan_in: int, bias: bool, rng) -> None:
+        # PyTorch's reset_parameters: kaiming_uniform_(a=sqrt(5)) gives
+        # bound = gain * sqrt(3 / fan_in) with gain = sqrt(2 / (1 + 5)), which
+        # is 1 / sqrt(fan_in); the bias uses the same bound.
+        rng = np.random.default_rng(rng)
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = _uniform(rng, bound, w_shape, self.dtype)
+        self.bias = _uniform(rng, bound, (self.out_channels,), self.dtype) if bias else None
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def parameters(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """``[(weight, grad_weight), (bias, grad_bias)]`` (no bias pair without a bias)."""
+        pairs = [(self.weight, self.grad_weight)]
+        if self.bias is not None:
+            pairs.append((self.bias, self.grad_bias))
+        return pairs
+
+    def _input(self, x, name="x"):
+        layout = _args.layout_of(self.layout)
+        x = _args.as_float_array(x, name)
+        _args.ensure_ndim(x, name, (3, 4), f"{layout.x_desc()} or unbatched")
+        return x
+
+    def _cached(self):
+        if self._cache is None:
+            raise ValueError(f"backward: expected a forward() call first; {type(self).__name__} "
+                             "has no cached input (backward called before forward)")
+        return self._cache
+
+    def _grad_out(self, grad_out, expected: tuple[int, ...]) -> np.ndarray:
+        grad_out = _args.as_float_array(grad_out, "grad_out")
+        if grad_out.shape != expected:
+            raise ValueError(f"grad_out: expected shape {expected} (the output of the last "
+                             f"forward), got {grad_out.shape}")
+        return grad_out
+
+    def _store(self, gw, gb) -> None:
+        # Parameters keep their dtype, whatever the inputs were promoted to.
+        self.grad_weight = np.asarray(gw, self.weight.dtype)
+        self.grad_bias = None if gb is None else np.asarray(gb, self.bias.dtype)
+
+
+class Conv2d(_Layer):
+    """A 2-D convolution layer with PyTorch's arguments and initialisation.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, dilation : int or (int, int)
+    padding : int, pair, explicit pairs, "same" or "valid"
+        As in :func:`numbaconv.conv2d`.
+    groups : int
+    bias : bool
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+    layout : {"NCHW", "NHWC"}
+        Activations ``(N, C, H, W)`` with an OIHW weight, or ``(N, H, W, C)``
+        with an HWIO weight.
+    dtype : float32 or float64
+    rng : numpy.random.Generator, int or None
+        Source of the initial weights.
+
+    Attributes
+    ----------
+    weight, bias : numpy.ndarray
+        Drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with
+        ``fan_in = in_channels / groups * KH * KW``: PyTorch's default.
+        ``bias`` is None when ``bias=False``.
+    grad_weight, grad_bias : numpy.ndarray or None
+        Set (overwritten, not accumulated) by :meth:`backward`.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> layer = numbaconv.Conv2d(3, 8, 3, padding=1, rng=0)
+    >>> x = np.ones((2, 3, 5, 5), np.float32)
+    >>> y = layer.forward(x)
+    >>> y.shape, layer.weight.shape
+    ((2, 8, 5, 5), (8, 3, 3, 3))
+    >>> gx = layer.backward(np.ones_like(y))
+    >>> gx.shape, layer.grad_weight.shape, layer.grad_bias.shape
+    ((2, 3, 5, 5), (8, 3, 3, 3), (8,))
+    >>> float(layer.grad_bias[0])
+    50.0
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", *, layout="NCHW",
+                 dtype=np.float32, rng=None):
+        super().__init__(in_channels, out_channels, kernel_size, groups, bias, layout, dtype)
+        kh, kw = self.kernel_size
+        self.stride = _args.int_pair(stride, "stride", 1)
+        self.dilation = _args.int_pair(dilation, "dilation", 1)
+        _args.resolve_padding(padding, (1, 1), self.kernel_size, self.stride, self.dilation)
+        self.padding = padding
+        self.padding_mode = _args.padding_mode_of(padding_mode)
+        cg = self.in_channels // self.groups
+        w_shape = _args.layout_of(self.layout).w_shape(self.out_channels, cg, kh, kw)
+        self._init_parameters(w_shape, cg * kh * kw, bias, rng)
+
+    def _kwargs(self) -> dict:
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups, padding_mode=self.padding_mode)
+
+    def forward(self, x) -> np.ndarray:
+        """y = conv2d(x, weight, bias); keeps x (and its columns when they fit)."""
+        layout = _args.layout_of(self.layout)
+        x = self._input(x)
+        unbatched = x.ndim == 3
+        x4 = x[None] if unbatched else x
+        g = _args.conv_geometry(x4.shape, self.weight.shape, layout, self.stride, self.padding,
+                                self.dilation, self.groups, self.padding_mode)
+        dtype = _args.result_dtype(x, self.weight, self.bias)
+        cols = None
+        # Depthwise forwards run a direct kernel and pointwise ones need no
+        # columns; otherwise keep them if one chunk holds the whole batch.
+        if g.n and not is_pointwise(g) and not g.groups == g.c > 1:
+            plan = backward_plan(g, layout, dtype)
+            if plan.chunks == 1:
+                cols, y = self._forward_keeping_columns(plan, _args.contiguous(x4, dtype))
+        if cols is None:
+            y = conv2d(x4, self.weight, self.bias, layout=layout, **self._kwargs())
+        # Like PyTorch's saved tensors, x itself (no copy unless its dtype or
+        # layout needs one): an activation-sized copy costs ~15% of a 1x1 layer.
+        self._cache = (g, dtype, None if cols is not None else _args.contiguous(x4, dtype),
+                       cols, unbatched)
+        return y[0] if unbatched else y
+
+    def _forward_keeping_columns(self, plan, x):
+        """The forward's gather + GEMM, with the columns in a buffer the layer keeps.
+
+        The columns are laid out as the plan's single chunk gathers them, which
+        is what ``grad_weight(cols=...)`` expects.
+        """
+        g = plan.geometry
+        dtype = x.dtype
+        kk, length = g.kh * g.kw, g.p * g.q
+        if plan.layout == "NHWC":
+            shape = (g.n * length, kk * g.c)
+        elif plan.gemm_batched:
+            shape = (g.c * kk, g.n, length)
+        else:
+            shape = (g.n, g.c * kk, length)
+        prev = self._cache[3] if self._cache is not None else None
+        reuse = prev is not None and prev.shape == shape and prev.dtype == dtype
+        cols = prev if reuse else np.empty(shape, dtype)
+        gather(plan, x, cols, row_major=plan.gemm_batched)
+        wp = packed_weight(plan, _args.contiguous(self.weight, dtype))
+        bias = None if self.bias is None else self.bias.astype(dtype)
+        out = np.empty(_args.layout_of(plan.layout).x_shape(g.n, g.o, g.p, g.q), dtype)
+        if plan.layout == "NHWC":
+            rows = g.n * length
+            np.matmul(cols.reshape(rows, g.groups, kk * g.cg).transpose(1, 0, 2), wp,
+                      out=out.reshape(rows, g.groups, g.og).transpose(1, 0, 2))
+            if bias is not None:
+                out += bias
+            return cols, out
+        o = out.reshape(g.n, g.groups, g.og, length)
+        if plan.gemm_batched:  # one GEMM over the batch, then into place
+            tmp = workspace(g.o * g.n * length * dtype.itemsize, dtype)
+            tmp = tmp.reshape(g.groups, g.og, g.n * length)
+            np.matmul(wp, cols.reshape(g.groups, g.cg * kk, g.n * length), out=tmp)
+            np.copyto(o, tmp.reshape(g.groups, g.og, g.n, length).transpose(2, 0, 1, 3))
+        else:
+            np.matmul(wp, cols.reshape(g.n, g.groups, g.cg * kk, length), out=o)
+        if bias is not None:
+            o += bias.reshape(g.groups, g.og, 1)
+        return cols, out
+
+    def backward(self, grad_out) -> np.ndarray:
+        """grad_x of the last forward; stores ``grad_weight`` and ``grad_bias``."""
+        layout = _args.layout_of(self.layout)
+        g, dtype, x, cols, unbatched = self._cached()
+        expected = layout.x_shape(g.n, g.o, g.p, g.q)[unbatched:]
+        grad_out = self._grad_out(grad_out, expected)
+        gout = _args.contiguous(grad_out[None] if unbatched else grad_out, dtype)
+        w = _args.contiguous(self.weight, dtype)
+        gw = grad_weight(g, layout, dtype, x, gout, cols=cols)
+        gb = grad_bias(layout, gout) if self.bias is not None else None
+        self._store(gw, gb)
+        gx = grad_input(g, layout, dtype, w, gout)
+        return gx[0] if unbatched else gx
+
+    def __repr__(self) -> str:
+        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size="
+                f"{self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
+                f"dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
+                f"padding_mode={self.padding_mode!r}, layout={self.layout!r}, "
+                f"dtype={self.dtype.name})")
+
+
+class ConvTranspose2d(_Layer):
+    """A 2-D transposed convolution layer with PyTorch's arguments and initialisation.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, dilation : int or (int, int)
+    padding : int, (ph, pw) or ((top, bottom), (left, right))
+    output_padding : int or (int, int)
+        Each smaller than ``max(stride, dilation)``.
+    groups : int
+    bias : bool
+    padding_mode : {"zeros"}
+        The only mode PyTorch's ConvTranspose2d supports.
+    layout : {"NCHW", "NHWC"}
+        NCHW weight ``(C_in, O/groups, KH, KW)``; NHWC ``(KH, KW, O/groups, C_in)``.
+    dtype : float32 or float64
+    rng : numpy.random.Generator, int or None
+
+    Attributes
+    ----------
+    weight, bias : numpy.ndarray
+        U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with PyTorch's fan_in for this
+        weight, ``out_channels / groups * KH * KW``.
+    grad_weight, grad_bias : numpy.ndarray or None
+        Set by :meth:`backward`.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> up = numbaconv.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, rng=0)
+    >>> y = up(np.ones((1, 4, 5, 5), np.float32))
+    >>> y.shape, up.weight.shape
+    ((1, 2, 10, 10), (4, 2, 3, 3))
+    >>> up.backward(np.ones_like(y)).shape
+    (1, 4, 5, 5)
+    >>> up.forward(np.ones((1, 4, 5, 5), np.float32), output_size=(9, 9)).shape
+    (1, 2, 9, 9)
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros", *,
+                 layout="NCHW", dtype=np.float32, rng=None):
+        super().__init__(in_channels, out_channels, kernel_size, groups, bias, layout, dtype)
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode: ConvTranspose2d supports only 'zeros', got "
+                             f"{padding_mode!r}")
+        kh, kw = self.kernel_size
+        self.stride = _args.int_pair(stride, "stride", 1)
+        self.dilation = _args.int_pair(dilation, "dilation", 1)
+        self.padding = padding
+        self.output_padding = output_padding
+        self.padding_mode = padding_mode
+        # Validate the hyper-parameters now, on a 1x1 input.
+        lay = _args.layout_of(self.layout)
+        og = self.out_channels // self.groups
+        w_shape = lay.w_shape(self.in_channels, og, kh, kw)
+        transpose_problem(lay.x_shape(1, self.in_channels, 1, 1), w_shape, lay, self.stride,
+                          padding, output_padding, self.groups, self.dilation, None)
+        self._init_parameters(w_shape, og * kh * kw, bias, rng)
+
+    def forward(self, x, output_size=None) -> np.ndarray:
+        """y = conv_transpose2d(x, weight, bias); keeps x for backward."""
+        layout = _args.layout_of(self.layout)
+        x = self._input(x)
+        unbatched = x.ndim == 3
+        x4 = x[None] if unbatched else x
+        out_pad = 0 if output_size is not None else self.output_padding
+        prob = transpose_problem(x4.shape, self.weight.shape, layout, self.stride,
+                                 self.padding, out_pad, self.groups, self.dilation,
+                                 output_size, x.ndim)
+        dtype = _args.result_dtype(x, self.weight, self.bias)
+        y = transpose_forward(prob, x4, self.weight, self.bias, dtype)
+        self._cache = (prob, dtype, _args.contiguous(x4, dtype), unbatched)
+        return y[0] if unbatched else y
+
+    def backward(self, grad_out) -> np.ndarray:
+        """grad_x of the last forward; stores ``grad_weight`` and ``grad_bias``."""
+        prob, dtype, x, unbatched = self._cached()
+        grad_out = self._grad_out(grad_out, prob.out_shape()[unbatched:])
+        gout = grad_out[None] if unbatched else grad_out
+        gx, gw, gb = transpose_backward(prob, gout, x, _args.contiguous(self.weight, dtype),
+                                        dtype, (True, True, self.bias is not None))
+        self._store(gw, gb)
+        return gx[0] if unbatched else gx
+
+    def __repr__(self) -> str:
+        return (f"ConvTranspose2d({self.in_channels}, {self.out_channels}, kernel_size="
+                f"{self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
+                f"output_padding={self.output_padding!r}, groups={self.groups}, "
+                f"bias={self.bias is not None}, dilation={self.dilation}, "
+                f"layout={self.layout!r}, dtype={self.dtype.name})")
