@@ -256,7 +256,12 @@ def check_padding_mode(mode: str, pads: Pads, in_hw) -> None:
 
 def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, groups,
                   padding_mode, names=("x", "weight")) -> Geometry:
-    """Validate a conv2d problem given by 4-d shapes and return its geometry."""
+    """Validate a conv2d problem given by 4-d shapes and return its geometry.
+
+    ``names`` are what the messages call the input and the weight (callers
+    that take shapes, such as conv2d_grad_input, name them differently).
+    """
+    x_name, w_name = names
     if not _is_int(groups):
         raise TypeError(f"groups: expected an int, got {groups!r}")
     groups = int(groups)
@@ -265,17 +270,19 @@ def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, g
     n, c, h, w = layout.x_dims(x_shape)
     o, ci, kh, kw = layout.w_dims(w_shape)
     if min(c, h, w) < 1:
-        raise ValueError(f"x: expected channels, height and width >= 1, got shape {x_shape}")
+        raise ValueError(f"{x_name}: expected channels, height and width >= 1, got shape "
+                         f"{x_shape}")
     if min(o, ci, kh, kw) < 1:
-        raise ValueError(f"weight: expected every dimension >= 1, got shape {w_shape}")
+        raise ValueError(f"{w_name}: expected every dimension >= 1, got shape {w_shape}")
     if c % groups:
         raise ValueError(f"groups: input channels {c} are not divisible by groups={groups}")
     if o % groups:
         raise ValueError(f"groups: output channels {o} are not divisible by groups={groups}")
     if ci * groups != c:
         raise ValueError(
-            f"weight: expected {c // groups} input channels per group (x has {c} channels, "
-            f"groups={groups}), got {ci} in {layout.weight_name} weight of shape {w_shape}"
+            f"{w_name}: expected {c // groups} input channels per group ({x_name} has {c} "
+            f"channels, groups={groups}), got {ci} in {layout.weight_name} weight of shape "
+            f"{w_shape}"
         )
     stride = int_pair(stride, "stride", 1)
     dilation = int_pair(dilation, "dilation", 1)

@@ -171,7 +171,7 @@ class Plan:
         return "\n".join(lines)
 
 
-def _is_pointwise(g: Geometry) -> bool:
+def is_pointwise(g: Geometry) -> bool:
     return g.kh == g.kw == 1 and g.stride == (1, 1) and g.pads == (0, 0, 0, 0)
 
 
@@ -191,15 +191,15 @@ def _chunking(g: Geometry, row_bytes: int, limit: int) -> tuple[int, int]:
     return 1, ceil_div(g.p, ceil_div(g.p, rows))
 
 
-def _is_depthwise(g: Geometry) -> bool:
+def is_depthwise(g: Geometry) -> bool:
     return g.groups == g.c > 1
 
 
 def choose_algorithm(g: Geometry) -> str:
     """The dispatcher's rule, in order of preference."""
-    if _is_depthwise(g):
+    if is_depthwise(g):
         return "direct_depthwise"
-    if _is_pointwise(g):
+    if is_pointwise(g):
         return "gemm_1x1"
     return "im2col_gemm"
 
@@ -211,10 +211,10 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
     elif algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm: expected 'auto' or one of {list(ALGORITHMS)}, got "
                          f"{algorithm!r}")
-    elif algorithm == "gemm_1x1" and not _is_pointwise(g):
+    elif algorithm == "gemm_1x1" and not is_pointwise(g):
         raise ValueError("algorithm: 'gemm_1x1' needs a 1x1 kernel, stride 1 and no padding, "
                          f"got kernel {g.kh}x{g.kw}, stride {g.stride}, padding {g.pads}")
-    elif algorithm == "direct_depthwise" and not _is_depthwise(g):
+    elif algorithm == "direct_depthwise" and not is_depthwise(g):
         raise ValueError("algorithm: 'direct_depthwise' needs groups == input channels > 1, got "
                          f"groups={g.groups} with {g.c} channels")
     dtype = np.dtype(dtype)

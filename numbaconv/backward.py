@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _args
 from ._execute import gather, packed_weight, scatter, workspace
-from ._plan import Plan, get_plan
+from ._plan import Plan, get_plan, is_pointwise
 
 __all__ = ["conv2d_backward", "conv2d_grad_input", "conv2d_grad_weight"]
 
@@ -70,15 +70,8 @@ def _problem(x_shape, w_shape, grad_out, layout, stride, padding, dilation, grou
                          f"got shape {tuple(w_shape)}")
     unbatched = len(x_shape) == 3
     x4 = (1, *x_shape) if unbatched else tuple(x_shape)
-    try:
-        g = _args.conv_geometry(x4, tuple(w_shape), layout, stride, padding, dilation, groups,
-                                padding_mode, names=names)
-    except ValueError as err:
-        # conv_geometry names x and weight; here they may be given as shapes.
-        for default, name in zip(("x", "weight"), names, strict=True):
-            if str(err).startswith(f"{default}:") and name != default:
-                raise ValueError(f"{name}:{str(err)[len(default) + 1:]}") from None
-        raise
+    g = _args.conv_geometry(x4, tuple(w_shape), layout, stride, padding, dilation, groups,
+                            padding_mode, names=names)
     expected = layout.x_shape(g.n, g.o, g.p, g.q)[unbatched:]
     if grad_out.shape != expected:
         raise ValueError(
@@ -92,10 +85,6 @@ def _problem(x_shape, w_shape, grad_out, layout, stride, padding, dilation, grou
 # --------------------------------------------------------------------------
 # The computations, on C-contiguous 4-d arrays of the compute dtype
 # --------------------------------------------------------------------------
-def is_pointwise(g: _args.Geometry) -> bool:
-    return g.kh == g.kw == 1 and g.stride == (1, 1) and g.pads == (0, 0, 0, 0)
-
-
 def backward_plan(g: _args.Geometry, layout: _args.Layout, dtype) -> Plan:
     """The forward's plan with a GEMM algorithm, so its chunking and tables apply.
 

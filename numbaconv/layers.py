@@ -24,7 +24,8 @@ import numpy as np
 
 from . import _args
 from ._execute import gather, packed_weight, workspace
-from .backward import backward_plan, grad_bias, grad_input, grad_weight, is_pointwise
+from ._plan import is_depthwise, is_pointwise
+from .backward import backward_plan, grad_bias, grad_input, grad_weight
 from .conv import conv2d
 from .transpose import transpose_backward, transpose_forward, transpose_problem
 
@@ -195,7 +196,7 @@ class Conv2d(_Layer):
         cols = None
         # Depthwise forwards run a direct kernel and pointwise ones need no
         # columns; otherwise keep them if one chunk holds the whole batch.
-        if g.n and not is_pointwise(g) and not g.groups == g.c > 1:
+        if g.n and not is_pointwise(g) and not is_depthwise(g):
             plan = backward_plan(g, layout, dtype)
             if plan.chunks == 1:
                 cols, y = self._forward_keeping_columns(plan, _args.contiguous(x4, dtype))
