@@ -1,8 +1,9 @@
-"""Benchmark sweeps: suites of layer shapes, peers to compare with, timing.
+"""Benchmark sweeps: suites of layer shapes, peers to compare with, timing, plots.
 
-``python -m numbaconv bench`` is a thin front end (``cli.py``) over
-:func:`run`.  The same ``PEERS`` registry serves the command line, the
-pytest-benchmark suite under ``benchmarks/`` and the optional-peer tests.
+``numbaconv bench`` (``cli.py``) is a thin front end over this module.  The
+same ``PEERS`` registry serves the command line, the pytest-benchmark suite
+under ``benchmarks/`` and the optional-peer tests (``tests/test_peers.py``),
+so a peer that is added here is checked against the reference at once.
 
 Timing rule: each implementation is timed in its own block (first call,
 one warm-up, then ``repeat`` timed calls), because thread pools left
@@ -25,12 +26,32 @@ import numpy as np
 from . import _args, _threads
 from .conv import conv2d_with, explain
 
+__all__ = [
+    "PEERS", "PEER_MODULES", "SUITES", "Layer", "PeerUnsupported", "Timing", "available_peers",
+    "bench_one", "configurations", "load_suite", "machine_info", "measure", "numpy_conv2d",
+    "plot", "row_key", "sgemm_gflops",
+]
+
 
 # --------------------------------------------------------------------------
 # Suites
 # --------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Layer:
+    """One convolution layer of a suite: square kernel, symmetric padding.
+
+    Examples
+    --------
+    >>> from numbaconv.bench import Layer
+    >>> stem = Layer("resnet50.01", c=3, h=224, w=224, o=64, kernel=7, stride=2, padding=3)
+    >>> stem.shapes(8, "NHWC")
+    ((8, 224, 224, 3), (7, 7, 3, 64))
+    >>> stem.describe(8)
+    'N8 C3 224x224 -> O64 k7 s2 p3'
+    >>> stem.label()
+    '3→64 7x7/2'
+    """
+
     name: str
     c: int
     h: int
@@ -43,6 +64,7 @@ class Layer:
     groups: int = 1
 
     def shapes(self, n: int, layout: str):
+        """(input shape, weight shape) for batch ``n`` in ``layout``."""
         lay = _args.layout_of(layout)
         return (lay.x_shape(n, self.c, self.h, self.w),
                 lay.w_shape(self.o, self.c // self.groups, self.kernel, self.kernel))
@@ -52,10 +74,21 @@ class Layer:
                     groups=self.groups)
 
     def describe(self, n: int) -> str:
+        """The row's shape column."""
         extra = f" g{self.groups}" if self.groups > 1 else ""
         extra += f" d{self.dilation}" if self.dilation > 1 else ""
         return (f"N{n} C{self.c} {self.h}x{self.w} -> O{self.o} k{self.kernel} "
                 f"s{self.stride} p{self.padding}{extra}")
+
+    def label(self) -> str:
+        """A short label for plots: channels, kernel and stride."""
+        k = f"{self.kernel}x{self.kernel}" + (f"/{self.stride}" if self.stride > 1 else "")
+        if self.dilation > 1:
+            k += f" d{self.dilation}"
+        if self.groups == self.c == self.o:
+            return f"dw {self.c} {k}"
+        groups = f" g{self.groups}" if self.groups > 1 else ""
+        return f"{self.c}→{self.o} {k}{groups}"
 
 
 def _resnet50() -> list[Layer]:
@@ -68,40 +101,110 @@ def _resnet50() -> list[Layer]:
             for i, (c, hw, o, k, s, p) in enumerate(shapes, 1)]
 
 
-SUITES: dict[str, Callable[[], list[Layer]]] = {"resnet50": _resnet50}
+def _vgg16() -> list[Layer]:
+    # (C, H=W, O): VGG-16's distinct 3x3/1 convolutions at 224x224 input
+    # (conv1_1, conv1_2, conv2_1, conv2_2, conv3_1, conv3_2 = conv3_3,
+    # conv4_1, conv4_2 = conv4_3, conv5_1 = conv5_2 = conv5_3).
+    shapes = [(3, 224, 64), (64, 224, 64), (64, 112, 128), (128, 112, 128), (128, 56, 256),
+              (256, 56, 256), (256, 28, 512), (512, 28, 512), (512, 14, 512)]
+    return [Layer(f"vgg16.{i:02d}", c, hw, hw, o, 3, 1, 1)
+            for i, (c, hw, o) in enumerate(shapes, 1)]
+
+
+def _mobilenet_v2() -> list[Layer]:
+    # MobileNetV2 at 224x224: the stem, then each inverted-residual block's
+    # 1x1 expansion, 3x3 depthwise (groups == channels) and 1x1 projection,
+    # then the final 1x1; repeated shapes are listed once.
+    layers = [(3, 224, 32, 3, 2, 1, 1)]  # (C, H=W, O, kernel, stride, pad, groups)
+    c, hw = 32, 112
+    # (expansion t, output channels, repeats, first stride), from the paper's table 2.
+    for t, out, repeats, first_stride in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2),
+                                          (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                                          (6, 320, 1, 1)]:
+        for r in range(repeats):
+            s, hidden = (first_stride if r == 0 else 1), c * t
+            if t != 1:
+                layers.append((c, hw, hidden, 1, 1, 0, 1))
+            layers.append((hidden, hw, hidden, 3, s, 1, hidden))
+            hw = (hw - 1) // s + 1
+            layers.append((hidden, hw, out, 1, 1, 0, 1))
+            c = out
+    layers.append((320, 7, 1280, 1, 1, 0, 1))
+    distinct = list(dict.fromkeys(layers))
+    return [Layer(f"mobilenet_v2.{i:02d}", c, hw, hw, o, k, s, p, groups=g)
+            for i, (c, hw, o, k, s, p, g) in enumerate(distinct, 1)]
+
+
+SUITES: dict[str, Callable[[], list[Layer]]] = {
+    "resnet50": _resnet50, "vgg16": _vgg16, "mobilenet_v2": _mobilenet_v2,
+}
+
+_JSON_INTS = ("C", "H", "W", "O", "kernel", "stride", "padding", "dilation", "groups")
 
 
 def load_suite(name: str) -> list[Layer]:
-    """A built-in suite by name, or a JSON file of layer objects."""
+    """A built-in suite by name, or a JSON file of layer objects.
+
+    A JSON suite is a list of objects with the keys ``name, C, H, W, O,
+    kernel`` and optionally ``stride, padding, dilation, groups`` (integers;
+    defaults 1, 0, 1, 1).  Every layer is checked as conv2d would check it.
+
+    Raises
+    ------
+    ValueError
+        An unknown suite, an unreadable or malformed file, or a layer whose
+        shapes are impossible; the message starts with ``--suite:``.
+
+    Examples
+    --------
+    >>> from numbaconv.bench import load_suite
+    >>> [len(load_suite(s)) for s in ("resnet50", "vgg16", "mobilenet_v2")]
+    [12, 9, 30]
+    >>> load_suite("mobilenet_v2")[2]
+    Layer(name='mobilenet_v2.03', c=32, h=112, w=112, o=16, kernel=1, stride=1, padding=0, \
+dilation=1, groups=1)
+    >>> load_suite("alexnet")
+    Traceback (most recent call last):
+    ...
+    ValueError: --suite: expected one of ['mobilenet_v2', 'resnet50', 'vgg16'] or a JSON file, \
+got 'alexnet'
+    """
     if name in SUITES:
         return SUITES[name]()
-    if not os.path.exists(name):
+    if not os.path.isfile(name):
         raise ValueError(f"--suite: expected one of {sorted(SUITES)} or a JSON file, got "
                          f"{name!r}")
     try:
         with open(name) as f:
             items = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"--suite: cannot read {name}: {err}") from None
     if not isinstance(items, list) or not items:
         raise ValueError(f"--suite: {name} must hold a non-empty JSON list of layers")
-    fields = {f.name for f in dataclasses.fields(Layer)}
     need = {"name", "C", "H", "W", "O", "kernel"}
-    layers = []
+    layers, seen = [], set()
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not need <= set(item):
             raise ValueError(f"--suite: layer {i} of {name} needs keys {sorted(need)}, got "
                              f"{item!r}")
-        unknown = set(item) - {k.upper() if k in "chwo" else k for k in fields}
+        where = f"--suite: layer {i} ({item['name']!r}) of {name}"
+        unknown = set(item) - {"name", *_JSON_INTS}
         if unknown:
-            raise ValueError(f"--suite: layer {i} of {name} has unknown keys {sorted(unknown)}")
+            raise ValueError(f"{where} has unknown keys {sorted(unknown)}")
+        if not isinstance(item["name"], str) or not item["name"]:
+            raise ValueError(f"{where}: name: expected a non-empty string")
+        if item["name"] in seen:
+            raise ValueError(f"{where}: the name is used twice (names identify rows)")
+        seen.add(item["name"])
+        for key in _JSON_INTS:
+            if key in item and not _args._is_int(item[key]):
+                raise ValueError(f"{where}: {key}: expected an integer, got {item[key]!r}")
         kw = {k.lower() if k in "CHWO" else k: v for k, v in item.items()}
         try:
             layer = Layer(**kw)
-            explain(layer.shapes(1, "NCHW")[0], layer.shapes(1, "NCHW")[1],
-                    **layer.conv_kwargs())
+            explain(*layer.shapes(1, "NCHW"), **layer.conv_kwargs())
         except (TypeError, ValueError) as err:
-            raise ValueError(f"--suite: layer {i} ({item.get('name')}) of {name}: {err}") from None
+            raise ValueError(f"{where}: {err}") from None
         layers.append(layer)
     return layers
 
@@ -109,8 +212,24 @@ def load_suite(name: str) -> list[Layer]:
 # --------------------------------------------------------------------------
 # The plain-NumPy baseline and the peers
 # --------------------------------------------------------------------------
+class PeerUnsupported(NotImplementedError):
+    """A peer cannot run this problem (e.g. ONNX Runtime's CPU Conv has no float64)."""
+
+
 def numpy_conv2d(x, w, stride=1, padding=0, dilation=1, groups=1, layout="NCHW"):
-    """The tutorial recipe: np.pad, one strided-slice copy per tap, then ``@``."""
+    """The tutorial recipe: np.pad, one strided-slice copy per tap, then ``@``.
+
+    The plain-NumPy baseline of ``numbaconv bench`` (``--compare numpy``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from numbaconv.bench import numpy_conv2d
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> numpy_conv2d(x, np.ones((1, 1, 2, 2)), stride=2)[0, 0]
+    array([[10., 18.],
+           [42., 50.]])
+    """
     s, p, d = stride, padding, dilation
     if layout == "NCHW":
         n, c, h, wd = x.shape
@@ -145,6 +264,10 @@ def _numpy_peer(layer: Layer, x, w, layout: str):
 
 
 def _torch_peer(layer: Layer, x, w, layout: str):
+    """torch.nn.functional.conv2d; NHWC runs in channels_last memory format.
+
+    Uses the row's thread count (``torch.set_num_threads``).
+    """
     import torch
 
     torch.set_num_threads(_threads.get_num_threads())
@@ -164,15 +287,109 @@ def _torch_peer(layer: Layer, x, w, layout: str):
     return call
 
 
+def _onnxruntime_peer(layer: Layer, x, w, layout: str):
+    """A one-node ONNX ``Conv`` model run by an ONNX Runtime CPU session.
+
+    The model is built with the ``onnx`` helper API, the weight stored in it
+    as an initializer (as in a deployed model).  The session runs with
+    ``intra_op_num_threads`` = the row's thread count and
+    ``inter_op_num_threads = 1``.  ONNX ``Conv`` is NCHW/OIHW only, so for
+    NHWC the timed call includes transposing the input to NCHW and the
+    output back to NHWC (the weight is transposed once, outside the timing).
+    ONNX Runtime's CPU ``Conv`` has no float64 kernel: float64 rows raise
+    :class:`PeerUnsupported` and are reported as n/a.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    if x.dtype != np.float32:
+        raise PeerUnsupported(f"onnxruntime: Conv has no CPU kernel for {x.dtype}")
+    if layout == "NHWC":
+        w = w.transpose(3, 2, 0, 1)
+    k, s, p, d = layer.kernel, layer.stride, layer.padding, layer.dilation
+    n, c, h, wd = _args.layout_of(layout).x_dims(x.shape)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[k, k], strides=[s, s],
+                            pads=[p, p, p, p], dilations=[d, d], group=layer.groups)
+    graph = helper.make_graph(
+        [node], "conv",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, c, h, wd])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.ascontiguousarray(w), "w")])
+    # Opset 13 with the IR version it came with, so that older runtimes load it too.
+    model = helper.make_model_gen_version(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = _threads.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    if layout == "NCHW":
+        return lambda: session.run(None, {"x": x})[0]
+
+    def call():
+        y = session.run(None, {"x": np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0]
+        return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+
+    return call
+
+
+def _jax_peer(layer: Layer, x, w, layout: str):
+    """``jax.lax.conv_general_dilated``, jitted, on the CPU backend.
+
+    ``dimension_numbers`` is ``("NCHW", "OIHW", "NCHW")`` or
+    ``("NHWC", "HWIO", "NHWC")``, so both layouts are native.  Inputs are
+    placed on the device once; each timed call runs the compiled function
+    and waits for it (``block_until_ready``).  float64 runs inside
+    ``jax.enable_x64``.  XLA sizes its CPU thread pool once, when JAX starts,
+    so ``--threads`` does not apply to this peer: it uses every core (set
+    ``XLA_FLAGS`` before the run to change that).
+    """
+    import jax
+
+    s, p, d = layer.stride, layer.padding, layer.dilation
+    dims = ("NCHW", "OIHW", "NCHW") if layout == "NCHW" else ("NHWC", "HWIO", "NHWC")
+    fn = jax.jit(lambda a, b: jax.lax.conv_general_dilated(
+        a, b, window_strides=(s, s), padding=[(p, p), (p, p)], rhs_dilation=(d, d),
+        dimension_numbers=dims, feature_group_count=layer.groups))
+    x64 = x.dtype == np.float64
+    enable_x64 = getattr(jax, "enable_x64", None)
+    if enable_x64 is None:  # pragma: no cover - jax < 0.6
+        from jax.experimental import enable_x64
+    with enable_x64(x64):
+        xa, wa = jax.device_put(x), jax.device_put(w)
+
+    def call():
+        with enable_x64(x64):
+            return np.asarray(fn(xa, wa).block_until_ready())
+
+    return call
+
+
 # name -> setup(layer, x, w, layout) -> zero-argument callable returning the output
-PEERS: dict[str, Callable] = {"numpy": _numpy_peer, "torch": _torch_peer}
-PEER_MODULES = {"numpy": "numpy", "torch": "torch"}
+# as a NumPy array; the setup raises PeerUnsupported for problems it cannot run.
+PEERS: dict[str, Callable] = {"numpy": _numpy_peer, "torch": _torch_peer,
+                              "onnxruntime": _onnxruntime_peer, "jax": _jax_peer}
+# name -> the modules it needs (all of them must be importable)
+PEER_MODULES: dict[str, tuple[str, ...]] = {"numpy": ("numpy",), "torch": ("torch",),
+                                            "onnxruntime": ("onnxruntime", "onnx"),
+                                            "jax": ("jax", "jaxlib")}
 
 
 def available_peers() -> list[str]:
+    """The peers whose modules are installed, in ``PEERS`` order.
+
+    Examples
+    --------
+    >>> from numbaconv.bench import available_peers
+    >>> available_peers()[0]
+    'numpy'
+    """
     import importlib.util
 
-    return [p for p, mod in PEER_MODULES.items() if importlib.util.find_spec(mod) is not None]
+    return [p for p, mods in PEER_MODULES.items()
+            if all(importlib.util.find_spec(m) is not None for m in mods)]
 
 
 # --------------------------------------------------------------------------
@@ -180,13 +397,24 @@ def available_peers() -> list[str]:
 # --------------------------------------------------------------------------
 @dataclasses.dataclass
 class Timing:
-    first: float  # seconds of the very first call (includes compilation)
+    """Seconds: the first call (with compilation), then median and best of the timed calls."""
+
+    first: float
     median: float
     best: float
     result: object = dataclasses.field(repr=False, default=None)
 
 
 def measure(fn: Callable, repeat: int) -> Timing:
+    """Time ``fn()``: one first call, one warm-up, then ``repeat`` timed calls.
+
+    Examples
+    --------
+    >>> from numbaconv.bench import measure
+    >>> t = measure(lambda: sum(range(1000)), repeat=3)
+    >>> t.result, t.best <= t.median
+    (499500, True)
+    """
     t0 = time.perf_counter()
     result = fn()
     first = time.perf_counter() - t0
@@ -200,7 +428,14 @@ def measure(fn: Callable, repeat: int) -> Timing:
 
 
 def sgemm_gflops(size: int = 1536, repeat: int = 5) -> float:
-    """OpenBLAS float32 GEMM rate on a square problem, best of ``repeat``."""
+    """The BLAS float32 GEMM rate on a square problem, best of ``repeat``, in GFLOP/s.
+
+    Examples
+    --------
+    >>> from numbaconv.bench import sgemm_gflops
+    >>> sgemm_gflops(size=64, repeat=1) > 0
+    True
+    """
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
@@ -211,7 +446,57 @@ def sgemm_gflops(size: int = 1536, repeat: int = 5) -> float:
 # --------------------------------------------------------------------------
 # Machine description (also ``numbaconv info``)
 # --------------------------------------------------------------------------
+def jit_cache_dir() -> str:
+    """Where Numba writes (or would write) numbaconv's compiled kernels.
+
+    Numba tries ``NUMBA_CACHE_DIR``, then ``__pycache__`` next to the kernel
+    sources, then a per-user directory (``~/.cache/numba``): the first that
+    is writable wins.
+    """
+    from . import config
+
+    if not config.disk_cache:
+        return "off (NUMBACONV_CACHE=0): kernels are compiled in memory"
+    try:
+        from numba.core import caching
+
+        from .kernels import im2col
+
+        for cls in caching.CacheImpl._locator_classes:
+            locator = cls.from_function(im2col.im2col_nchw, im2col.__file__)
+            if locator is not None:
+                return locator.get_cache_path()
+        return "no writable directory: kernels are compiled in memory"
+    except Exception:  # pragma: no cover - Numba's private API moved
+        import numba
+
+        return numba.config.CACHE_DIR or "next to the package (or ~/.cache/numba)"
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def machine_info() -> dict:
+    """The header of every CSV/JSON result, and ``numbaconv info``.
+
+    CPU model, cores and SIMD flags, library versions (numbaconv, NumPy,
+    Numba, and each installed peer, read from package metadata without
+    importing it), BLAS library and threads, Numba's threading layer,
+    thread counts, the JIT cache directory and the date.
+
+    Examples
+    --------
+    >>> from numbaconv.bench import machine_info
+    >>> info = machine_info()
+    >>> {"cpu", "cores", "simd", "numba", "blas", "threading_layer"} <= set(info)
+    True
+    """
     import numba
     import threadpoolctl
 
@@ -223,7 +508,8 @@ def machine_info() -> dict:
                     cpu = line.split(":", 1)[1].strip()
                 if line.startswith("flags"):
                     have = set(line.split(":", 1)[1].split())
-                    flags = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f") if f in have]
+                    flags = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni",
+                                         "avx512_bf16", "amx_tile") if f in have]
                     break
     except OSError:
         pass
@@ -234,23 +520,31 @@ def machine_info() -> dict:
     ]
     from . import __version__, config
 
-    return {
+    info = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "simd": " ".join(flags),
+        "platform": platform.platform(),
         "python": platform.python_version(),
         "numbaconv": __version__,
         "numpy": np.__version__,
         "numba": numba.__version__,
+        "llvmlite": _version("llvmlite"),
+    }
+    for dist in ("torch", "onnxruntime", "onnx", "jax", "jaxlib", "matplotlib"):
+        info[dist] = _version(dist) or "not installed"
+    info.update({
         "blas": "; ".join(blas) or "unknown",
         "threading_layer": _threads.threading_layer() or "not started",
         "openmp_spin": _threads.spin_policy,
         "numba_threads": numba.get_num_threads(),
-        "numba_cache_dir": numba.config.CACHE_DIR or "next to the package (or ~/.cache/numba)",
+        "jit_cache_dir": jit_cache_dir(),
+        "numba_cache_dir": numba.config.CACHE_DIR or "(NUMBA_CACHE_DIR not set)",
         "disk_cache": config.disk_cache,
         "max_workspace_bytes": config.max_workspace_bytes,
-    }
+    })
+    return info
 
 
 # --------------------------------------------------------------------------
@@ -273,6 +567,16 @@ def _close(a, b, dtype) -> bool:
 
 
 def configurations(layers, batches, layouts, dtypes, threads, algorithm):
+    """Every row of a sweep, layers innermost (so a plot panel fills up first).
+
+    Examples
+    --------
+    >>> from numbaconv.bench import configurations, load_suite
+    >>> rows = list(configurations(load_suite("vgg16"), [1, 8], ["NCHW", "NHWC"], ["float32"],
+    ...                            [2], "auto"))
+    >>> len(rows), rows[0]["layer"].name, rows[-1]["batch"], rows[-1]["layout"]
+    (36, 'vgg16.01', 8, 'NHWC')
+    """
     for t in threads:
         for dtype in dtypes:
             for layout in layouts:
@@ -283,12 +587,38 @@ def configurations(layers, batches, layouts, dtypes, threads, algorithm):
 
 
 def row_key(row: dict) -> tuple:
-    """What identifies a row for --resume."""
+    """What identifies a row for ``--resume``: (name, batch, layout, dtype, threads, algorithm).
+
+    Examples
+    --------
+    >>> from numbaconv.bench import row_key
+    >>> row_key({"name": "vgg16.01", "batch": "8", "layout": "NHWC", "dtype": "float32",
+    ...          "threads": "2", "requested_algorithm": "auto"})
+    ('vgg16.01', 8, 'NHWC', 'float32', 2, 'auto')
+    """
     return (row["name"], int(row["batch"]), row["layout"], row["dtype"], int(row["threads"]),
             row["requested_algorithm"])
 
 
 def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float) -> dict:
+    """Time one configuration with numbaconv and every peer in ``compare``.
+
+    Returns the row: its identity, the plan's algorithm, ``gflop`` (the work
+    of one call), numbaconv's first-call, median and best times in ms, its
+    GFLOP/s and % of ``sgemm``; then ``{peer}_ms`` (median) and ``vs_{peer}``
+    (peer time / numbaconv time: above 1, numbaconv is faster) per peer, or
+    None where the peer cannot run the problem.  ``check`` is ``"ok"`` or
+    names the peer whose result differs from numbaconv's, or that failed.
+
+    Examples
+    --------
+    >>> from numbaconv.bench import Layer, bench_one
+    >>> cfg = dict(layer=Layer("tiny", 3, 8, 8, 4, 3, padding=1), batch=2, layout="NHWC",
+    ...            dtype="float64", threads=1, algorithm="auto")
+    >>> row = bench_one(cfg, ["numpy"], repeat=1, sgemm=100.0)
+    >>> row["algorithm"], row["check"], row["gflop"] == 2 * 2 * 8 * 8 * 4 * 3 * 9 / 1e9
+    ('im2col_gemm', 'ok', True)
+    """
     layer, n, layout, dtype = cfg["layer"], cfg["batch"], cfg["layout"], cfg["dtype"]
     x, w = _rng_arrays(layer, n, layout, dtype)
     kw = layer.conv_kwargs()
@@ -301,15 +631,120 @@ def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float) -> d
             "name": layer.name, "shape": layer.describe(n), "batch": n, "layout": layout,
             "dtype": np.dtype(dtype).name, "threads": cfg["threads"],
             "requested_algorithm": cfg["algorithm"], "algorithm": plan.algorithm,
+            "gflop": flops / 1e9,
             "first_call_ms": ours.first * 1e3, "median_ms": ours.median * 1e3,
             "best_ms": ours.best * 1e3, "gflops": flops / ours.median / 1e9,
             "pct_sgemm": 100 * flops / ours.median / 1e9 / sgemm, "check": "ok",
         }
         for peer in compare:
-            fn = PEERS[peer](layer, x, w, layout)
-            t = measure(fn, repeat)
+            row[f"{peer}_ms"] = row[f"vs_{peer}"] = None
+            try:
+                t = measure(PEERS[peer](layer, x, w, layout), repeat)
+            except PeerUnsupported:
+                continue
+            except Exception as err:  # a peer's failure is flagged, and the sweep goes on
+                row["check"] = f"ERROR in {peer}: {type(err).__name__}: {err}".splitlines()[0]
+                continue
             row[f"{peer}_ms"] = t.median * 1e3
             row[f"vs_{peer}"] = t.median / ours.median  # > 1: numbaconv is faster
-            if not _close(ours.result, t.result, dtype):
+            if not _close(ours.result, t.result, dtype) and row["check"] == "ok":
                 row["check"] = f"MISMATCH vs {peer}"
     return row
+
+
+# --------------------------------------------------------------------------
+# The plot
+# --------------------------------------------------------------------------
+_COLOURS = {"numbaconv": "#1f77b4", "numpy": "#7f7f7f", "torch": "#ff7f0e",
+            "onnxruntime": "#2ca02c", "jax": "#9467bd"}
+
+
+def _short_names(names: list[str]) -> dict[str, str]:
+    """Drop a prefix common to every name ("resnet50.01" -> "01")."""
+    prefix = os.path.commonprefix(names)
+    prefix = prefix[: prefix.rfind(".") + 1]
+    return {n: n[len(prefix):] or n for n in names}
+
+
+def plot(rows: list[dict], path: str, sgemm: float, layers: Iterable[Layer] = (),
+         title: str | None = None) -> None:
+    """Bar chart of GFLOP/s per layer per implementation, written to ``path``.
+
+    One panel per layout, NCHW and NHWC side by side (or, when there are too
+    many bars for that, NCHW above NHWC), all sharing the y axis; one panel
+    row per (batch, dtype, threads) in the sweep.  Each
+    implementation's GFLOP/s is the row's work (``gflop``) over its median
+    time; the BLAS float32 GEMM rate measured at the start of the run is a
+    dashed line.  Needs matplotlib (the ``plot`` extra); the file format
+    follows the extension (``.png``, ``.svg``, ``.pdf``).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from numbaconv.bench import plot
+    >>> row = dict(name="tiny", batch=1, layout="NCHW", dtype="float32", threads=1,
+    ...            gflop=0.002, median_ms=0.1, numpy_ms=0.2, check="ok")
+    >>> path = os.path.join(tempfile.mkdtemp(), "r.png")
+    >>> plot([row], path, sgemm=100.0)
+    >>> os.path.getsize(path) > 0
+    True
+    """
+    from matplotlib.figure import Figure
+
+    if not rows:
+        raise ValueError("plot: no rows to plot")
+    impls = ["numbaconv"] + [p for p in PEERS if any(f"{p}_ms" in r for r in rows)]
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    layouts = [lay for lay in ("NCHW", "NHWC") if any(r["layout"] == lay for r in rows)]
+    groups = list(dict.fromkeys((r["batch"], r["dtype"], r["threads"]) for r in rows))
+    by_name = {layer.name: layer for layer in layers}
+    short = _short_names(names)
+    ticks = [f"{short[n]} {by_name[n].label()}" if n in by_name else short[n] for n in names]
+
+    width = min(max(4.5, 0.12 * len(names) * (len(impls) + 1.5) + 1.2), 16)
+    # Two layouts side by side while that stays readable; with many bars per
+    # panel, NCHW above NHWC instead, layer under layer.
+    stacked = len(layouts) > 1 and width > 9
+    nrows, ncols = (len(groups) * len(layouts), 1) if stacked else (len(groups), len(layouts))
+    fig = Figure(figsize=(width * ncols, 1.0 + 3.0 * nrows + 0.9), layout="constrained", dpi=100)
+    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
+    bar = 0.8 / len(impls)
+    x = np.arange(len(names))
+    for gi, (n, dtype, threads) in enumerate(groups):
+        for li, layout in enumerate(layouts):
+            row, col = (gi * len(layouts) + li, 0) if stacked else (gi, li)
+            ax = axes[row, col]
+            panel = {r["name"]: r for r in rows if r["layout"] == layout
+                     and (r["batch"], r["dtype"], r["threads"]) == (n, dtype, threads)}
+            for ii, impl in enumerate(impls):
+                key = "median_ms" if impl == "numbaconv" else f"{impl}_ms"
+                values = [panel[name]["gflop"] / panel[name][key] * 1e3
+                          if name in panel and panel[name].get(key) else np.nan
+                          for name in names]
+                ax.bar(x + (ii - (len(impls) - 1) / 2) * bar, values, bar * 0.95,
+                       color=_COLOURS.get(impl), label=impl, zorder=2)
+            ax.axhline(sgemm, color="#d62728", linestyle="--", linewidth=1.2, zorder=3,
+                       label=f"BLAS sgemm, float32 ({sgemm:.0f} GFLOP/s)")
+            ax.set_title(f"{layout}, batch {n}, {dtype}, {threads} thread"
+                         f"{'s' if threads != 1 else ''}", fontsize=10)
+            last = row == nrows - 1
+            ax.set_xticks(x, ticks if last else [""] * len(names), rotation=45, ha="right",
+                          rotation_mode="anchor", fontsize=8)
+            ax.set_xlim(-0.6, len(names) - 0.4)
+            ax.grid(axis="y", color="0.88", zorder=0)
+            ax.set_axisbelow(True)
+            if col == 0:
+                ax.set_ylabel("GFLOP/s (higher is better)")
+            if last:
+                ax.set_xlabel("layer")
+    top = max((r["gflop"] / r[k] * 1e3 for r in rows
+               for k in ["median_ms"] + [f"{p}_ms" for p in impls[1:]] if r.get(k)),
+              default=0.0)
+    axes[0, 0].set_ylim(0, 1.08 * max(top, sgemm))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    handles, labels = handles[1:] + handles[:1], labels[1:] + labels[:1]  # the sgemm line last
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9,
+               frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(path)

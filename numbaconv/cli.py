@@ -1,7 +1,19 @@
 """The ``numbaconv`` command line: ``bench``, ``explain`` and ``info``.
 
+``numbaconv`` (the console script) and ``python -m numbaconv`` are the same.
 Exit status: 0 on success, 2 with a one-line message on bad arguments,
-130 when a sweep is interrupted (the rows already written are kept).
+1 when a benchmark result did not match its baseline, 130 when a sweep is
+interrupted (the rows already written are kept).
+
+Examples
+--------
+>>> from numbaconv.cli import main
+>>> main(["explain", "--input", "1,3,8,8", "--weight", "4,3,3,3"])  # doctest: +ELLIPSIS
+conv2d plan: im2col_gemm (NCHW, float32)
+...
+0
+>>> main(["bench", "--suite", "alexnet"])
+2
 """
 
 from __future__ import annotations
@@ -10,11 +22,15 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import sys
 
 FIXED_COLUMNS = ["name", "shape", "batch", "layout", "dtype", "threads", "requested_algorithm",
-                 "algorithm", "first_call_ms", "median_ms", "best_ms", "gflops", "pct_sgemm",
-                 "check"]
+                 "algorithm", "gflop", "first_call_ms", "median_ms", "best_ms", "gflops",
+                 "pct_sgemm", "check"]
+_INT_COLUMNS = {"batch", "threads"}
+_TEXT_COLUMNS = {"name", "shape", "layout", "dtype", "requested_algorithm", "algorithm", "check"}
+PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 class UsageError(Exception):
@@ -45,64 +61,102 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of all three commands.
+
+    Examples
+    --------
+    >>> from numbaconv.cli import build_parser
+    >>> args = build_parser().parse_args(["bench", "--batch", "1", "8", "--layout", "NHWC"])
+    >>> args.suite, args.batch, args.layout, args.algorithm
+    ('resnet50', [1, 8], ['NHWC'], 'auto')
+    """
     import numba
 
-    from .bench import SUITES
+    from ._plan import ALGORITHMS
+    from .bench import PEERS, SUITES
 
-    parser = _Parser(prog="numbaconv", description="Fast CPU convolution in Numba: tools.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser = _Parser(prog="numbaconv",
+                     description="Fast CPU 2-D convolution in Numba: benchmark sweeps, the "
+                                 "dispatcher's plans, and a machine report.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
-    b = sub.add_parser("bench", help="time conv2d over a suite of layer shapes")
-    b.add_argument("--suite", default="resnet50",
-                   help=f"{', '.join(sorted(SUITES))}, or a JSON file of layers")
-    b.add_argument("--batch", type=_positive_int, nargs="+", default=[1])
-    b.add_argument("--layout", nargs="+", default=["NCHW"], choices=["NCHW", "NHWC"])
-    b.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float64"])
-    b.add_argument("--threads", type=_positive_int, nargs="+",
-                   default=[numba.config.NUMBA_NUM_THREADS])
+    b = sub.add_parser("bench", help="time conv2d over a suite of layer shapes",
+                       description="Time conv2d over a suite of layer shapes against the "
+                                   "plain-NumPy baseline and installed peers.")
+    b.add_argument("--suite", default="resnet50", metavar="SUITE",
+                   help=f"{', '.join(SUITES)}, or a JSON file: a list of objects with keys "
+                        "name, C, H, W, O, kernel and optionally stride, padding, dilation, "
+                        "groups (default: resnet50)")
+    b.add_argument("--batch", type=_positive_int, nargs="+", default=[1], metavar="N",
+                   help="one or more batch sizes (default: 1)")
+    b.add_argument("--layout", nargs="+", default=["NCHW"], choices=["NCHW", "NHWC"],
+                   help="NCHW and/or NHWC (default: NCHW)")
+    b.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float64"],
+                   help="float32 and/or float64 (default: float32)")
+    b.add_argument("--threads", type=_positive_int, nargs="+", metavar="T",
+                   default=[numba.config.NUMBA_NUM_THREADS],
+                   help="one or more thread counts (default: all cores, "
+                        f"{numba.config.NUMBA_NUM_THREADS})")
     b.add_argument("--algorithm", default="auto",
-                   help="auto, or an algorithm name to force (see numbaconv explain)")
-    b.add_argument("--compare", nargs="*", default=None,
-                   help="peers: numpy, torch (default: numpy plus whichever are installed)")
-    b.add_argument("--repeat", type=_positive_int, default=5, help="timed calls per row")
-    b.add_argument("--csv", metavar="PATH")
-    b.add_argument("--json", metavar="PATH")
+                   help=f"auto, or one of {', '.join(ALGORITHMS)} to force it on the layers "
+                        "it applies to (default: auto)")
+    b.add_argument("--compare", nargs="*", default=None, metavar="PEER",
+                   help=f"any of {', '.join(PEERS)} (default: numpy plus whichever peers are "
+                        "installed); a peer that is not installed is skipped with a note")
+    b.add_argument("--repeat", type=_positive_int, default=5,
+                   help="timed calls per row, after one first call and one warm-up (default: 5)")
+    b.add_argument("--csv", metavar="PATH", help="write every row, with a header block")
+    b.add_argument("--json", metavar="PATH", help="write the machine and every row")
+    b.add_argument("--plot", metavar="PATH.png",
+                   help="bar chart of GFLOP/s per layer per implementation (needs matplotlib)")
     b.add_argument("--resume", action="store_true",
                    help="skip rows already in the --csv file and append to it")
-    b.add_argument("--quiet", action="store_true", help="no table, no progress")
+    b.add_argument("--quiet", action="store_true", help="no table, no progress bar")
 
-    e = sub.add_parser("explain", help="print the dispatcher's plan for one problem")
-    e.add_argument("--input", type=_int_list, required=True, help="e.g. 8,64,56,56")
-    e.add_argument("--weight", type=_int_list, required=True, help="e.g. 64,64,3,3")
-    e.add_argument("--stride", type=_int_list, default=(1,))
-    e.add_argument("--padding", default="0", help="int, h,w, same or valid")
-    e.add_argument("--dilation", type=_int_list, default=(1,))
+    e = sub.add_parser("explain", help="print the dispatcher's plan for one problem",
+                       description="Print the plan conv2d would use for one problem.")
+    e.add_argument("--input", type=_int_list, required=True,
+                   help="input shape in the layout's order, e.g. 8,64,56,56")
+    e.add_argument("--weight", type=_int_list, required=True,
+                   help="weight shape (OIHW for NCHW, HWIO for NHWC), e.g. 64,64,3,3")
+    e.add_argument("--stride", type=_int_list, default=(1,), help="s or sh,sw")
+    e.add_argument("--padding", default="0", help="p, ph,pw, same or valid")
+    e.add_argument("--dilation", type=_int_list, default=(1,), help="d or dh,dw")
     e.add_argument("--groups", type=_positive_int, default=1)
     e.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"])
     e.add_argument("--padding-mode", default="zeros",
                    choices=["zeros", "reflect", "replicate", "circular"])
     e.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    e.add_argument("--algorithm", default="auto")
+    e.add_argument("--algorithm", default="auto", help=f"auto or one of {', '.join(ALGORITHMS)}")
 
-    sub.add_parser("info", help="versions, threading layer, BLAS, JIT cache, CPU features")
+    sub.add_parser("info", help="versions, threading layer, BLAS, JIT cache, CPU features",
+                   description="Print what a bug report needs: versions, threading layer, "
+                               "BLAS library and threads, JIT cache directory, CPU features.")
     return parser
 
 
+# --------------------------------------------------------------------------
+# explain, info
 # --------------------------------------------------------------------------
 def _one_or_pair(values: tuple[int, ...], name: str):
     if len(values) == 1:
         return values[0]
     if len(values) == 2:
         return values
-    raise UsageError(f"numbaconv explain: --{name}: expected one or two integers, got {values}")
+    raise UsageError(f"numbaconv explain: --{name}: expected one or two integers, got "
+                     f"{','.join(map(str, values))}")
 
 
 def cmd_explain(args) -> int:
+    """``numbaconv explain``: the dispatcher's plan for one problem, as ``print(plan)``."""
     from .conv import explain
 
     padding = args.padding
     if padding not in ("same", "valid"):
-        padding = _one_or_pair(_int_list(padding), "padding")
+        try:
+            padding = _one_or_pair(_int_list(padding), "padding")
+        except argparse.ArgumentTypeError as err:
+            raise UsageError(f"numbaconv explain: --padding: {err} (or same, valid)") from None
     try:
         plan = explain(args.input, args.weight, stride=_one_or_pair(args.stride, "stride"),
                        padding=padding, dilation=_one_or_pair(args.dilation, "dilation"),
@@ -115,6 +169,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_info(args) -> int:
+    """``numbaconv info``: the machine report people paste into bug reports."""
     from .bench import available_peers, machine_info
 
     info = machine_info()
@@ -126,47 +181,150 @@ def cmd_info(args) -> int:
 
 
 # --------------------------------------------------------------------------
-def _read_done(path: str, columns: list[str]) -> set:
-    from .bench import row_key
-
-    with open(path, newline="") as f:
-        lines = [line for line in f if not line.startswith("#")]
-    reader = csv.DictReader(lines)
-    if reader.fieldnames and list(reader.fieldnames) != columns:
-        raise UsageError(f"numbaconv bench: --resume: {path} has columns {reader.fieldnames}, "
-                         f"this run would write {columns}; use the same --compare")
-    return {row_key(row) for row in reader}
+# bench
+# --------------------------------------------------------------------------
+def _parse_cell(column: str, text: str):
+    if column in _TEXT_COLUMNS:
+        return text
+    if text == "":
+        return None
+    return int(text) if column in _INT_COLUMNS else float(text)
 
 
-def _format_table_row(row: dict, peers: list[str]) -> str:
-    cells = [f"{row['name']:<14}", f"{row['shape']:<34}", f"{row['layout']:<4}",
-             f"{row['dtype']:<7}", f"{row['threads']:>3}", f"{row['algorithm']:<11}",
-             f"{row['median_ms']:>9.3f}", f"{row['gflops']:>7.1f}", f"{row['pct_sgemm']:>6.1f}"]
-    for peer in peers:
-        cells += [f"{row[f'{peer}_ms']:>9.3f}", f"{row[f'vs_{peer}']:>6.2f}x"]
-    cells.append(row["check"])
-    return " ".join(cells)
+def _read_rows(path: str, columns: list[str]) -> list[dict]:
+    """The rows of an earlier run's CSV, typed, for --resume."""
+    try:
+        with open(path, newline="") as f:
+            lines = [line for line in f if not line.startswith("#")]
+        reader = csv.DictReader(lines)
+        if reader.fieldnames and list(reader.fieldnames) != columns:
+            raise UsageError(f"numbaconv bench: --resume: {path} has columns "
+                             f"{','.join(reader.fieldnames)}, this run would write "
+                             f"{','.join(columns)}; use the same --compare")
+        return [{k: _parse_cell(k, v or "") for k, v in row.items()} for row in reader]
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as err:
+        raise UsageError(f"numbaconv bench: --resume: cannot read {path}: {err}") from None
 
 
-def _table_header(peers: list[str]) -> str:
-    cells = [f"{'name':<14}", f"{'shape':<34}", f"{'lay':<4}", f"{'dtype':<7}", f"{'thr':>3}",
-             f"{'algorithm':<11}", f"{'ms':>9}", f"{'GFLOP/s':>7}", f"{'%sgemm':>6}"]
-    for peer in peers:
-        cells += [f"{peer + ' ms':>9}", f"{'vs':>7}"]
-    cells.append("check")
-    return " ".join(cells)
+def _cell(value) -> str:
+    return "-" if value is None else value
 
 
-def _progress(done: int, total: int, label: str) -> None:
-    if sys.stderr.isatty():
-        filled = int(30 * done / max(total, 1))
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {label:<20}")
-        sys.stderr.flush()
+class _Table:
+    """The stdout table; column widths fit the names and shapes of the sweep."""
+
+    def __init__(self, peers: list[str], name_width: int, shape_width: int):
+        self.peers, self.nw, self.sw = peers, max(name_width, 4), max(shape_width, 5)
+
+    def header(self) -> str:
+        cells = [f"{'name':<{self.nw}}", f"{'shape':<{self.sw}}", f"{'lay':<4}",
+                 f"{'dtype':<7}", f"{'thr':>3}", f"{'algorithm':<11}", f"{'ms':>9}",
+                 f"{'first ms':>9}", f"{'GFLOP/s':>7}", f"{'%sgemm':>6}"]
+        for peer in self.peers:
+            cells += [f"{peer[:6] + ' ms':>9}", f"{'vs':>7}"]
+        cells.append("check")
+        return " ".join(cells)
+
+    def row(self, row: dict) -> str:
+        cells = [f"{row['name']:<{self.nw}}", f"{row['shape']:<{self.sw}}",
+                 f"{row['layout']:<4}", f"{row['dtype']:<7}", f"{row['threads']:>3}",
+                 f"{row['algorithm']:<11}", f"{row['median_ms']:>9.3f}",
+                 f"{row['first_call_ms']:>9.1f}", f"{row['gflops']:>7.1f}",
+                 f"{row['pct_sgemm']:>6.1f}"]
+        for peer in self.peers:
+            ms, ratio = row.get(f"{peer}_ms"), row.get(f"vs_{peer}")
+            cells += [f"{ms:>9.3f}" if ms is not None else f"{'n/a':>9}",
+                      f"{ratio:>6.2f}x" if ratio is not None else f"{'':>7}"]
+        cells.append(row["check"])
+        return " ".join(cells)
+
+
+class _Progress:
+    """A progress bar on stderr, only when stderr is a terminal (never in a pipe or a log)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.width = total, 0
+        self.enabled = enabled and total > 0 and sys.stderr.isatty()
+
+    def show(self, done: int, label: str) -> None:
+        if self.enabled:
+            filled = int(30 * done / self.total)
+            text = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} {label}"
+            text = text[: shutil.get_terminal_size().columns - 1]  # a wrapped line stays
+            self.width = max(self.width, len(text))
+            sys.stderr.write(f"\r{text:<{self.width}}")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled and self.width:
+            sys.stderr.write("\r" + " " * self.width + "\r")
+            sys.stderr.flush()
+
+
+def _check_output_path(path: str | None, option: str) -> None:
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder):
+        raise UsageError(f"numbaconv bench: {option}: cannot write {path}: "
+                         + ("it is a directory" if os.path.isdir(path)
+                            else f"no directory {folder}"))
+
+
+def _choose_peers(compare: list[str] | None, known, installed: list[str]) -> list[str]:
+    if compare is None:
+        return installed
+    peers = []
+    for peer in compare:
+        if peer not in known:
+            raise UsageError(f"numbaconv bench: --compare: unknown peer {peer!r}; known: "
+                             f"{', '.join(known)}")
+        if peer not in installed:
+            print(f"note: --compare {peer}: {peer} is not installed; going on without it",
+                  file=sys.stderr)
+        elif peer not in peers:
+            peers.append(peer)
+    return peers
+
+
+def _applicable(configs: list[dict], algorithm: str) -> list[dict]:
+    """The configurations a forced algorithm can run; a note names the layers left out."""
+    from .conv import explain
+
+    if algorithm == "auto":
+        return configs
+    keep, skipped, reason = [], [], ""
+    for cfg in configs:
+        layer = cfg["layer"]
+        try:
+            explain(*layer.shapes(cfg["batch"], cfg["layout"]), layout=cfg["layout"],
+                    dtype=cfg["dtype"], algorithm=algorithm, **layer.conv_kwargs())
+            keep.append(cfg)
+        except ValueError as err:
+            skipped.append(layer.name)
+            reason = str(err)
+    if not keep:
+        raise UsageError(f"numbaconv bench: --algorithm {algorithm}: applies to no layer of "
+                         f"the suite ({reason})")
+    if skipped:
+        names = list(dict.fromkeys(skipped))
+        print(f"note: --algorithm {algorithm} does not apply to {len(names)} layer(s) "
+              f"({', '.join(names)}); skipping them", file=sys.stderr)
+    return keep
+
+
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def cmd_bench(args) -> int:
+    """``numbaconv bench``: time a sweep, print the table, write CSV/JSON/plot."""
     from . import bench
-    from ._plan import ALGORITHMS
+    from ._plan import ALGORITHMS  # read now: other algorithms may have been registered
 
     try:
         layers = bench.load_suite(args.suite)
@@ -174,7 +332,7 @@ def cmd_bench(args) -> int:
         raise UsageError(f"numbaconv bench: {err}") from None
     if args.algorithm != "auto" and args.algorithm not in ALGORITHMS:
         raise UsageError(f"numbaconv bench: --algorithm: expected auto or one of "
-                         f"{list(ALGORITHMS)}, got {args.algorithm!r}")
+                         f"{', '.join(ALGORITHMS)}, got {args.algorithm!r}")
     import numba
 
     if max(args.threads) > numba.config.NUMBA_NUM_THREADS:
@@ -183,38 +341,42 @@ def cmd_bench(args) -> int:
                          f"{max(args.threads)}")
     if args.resume and not args.csv:
         raise UsageError("numbaconv bench: --resume needs --csv PATH")
-    installed = bench.available_peers()
-    if args.compare is None:
-        peers = installed
-    else:
-        peers = []
-        for peer in args.compare:
-            if peer not in bench.PEERS:
-                raise UsageError(f"numbaconv bench: --compare: unknown peer {peer!r}; known: "
-                                 f"{sorted(bench.PEERS)}")
-            if peer not in installed:
-                print(f"note: {peer} is not installed; skipping it", file=sys.stderr)
-            elif peer not in peers:
-                peers.append(peer)
+    for path, option in ((args.csv, "--csv"), (args.json, "--json"), (args.plot, "--plot")):
+        _check_output_path(path, option)
+    if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
+        raise UsageError(f"numbaconv bench: --plot: expected a file name ending in "
+                         f"{', '.join(PLOT_FORMATS)}, got {args.plot!r}")
+    plot_path = args.plot
+    if plot_path and not _have_matplotlib():
+        print(f"note: --plot {plot_path}: matplotlib is not installed (pip install "
+              f"'numbaconv[plot]'); going on without the plot", file=sys.stderr)
+        plot_path = None
+    peers = _choose_peers(args.compare, list(bench.PEERS), bench.available_peers())
+    configs = _applicable(list(bench.configurations(layers, args.batch, args.layout, args.dtype,
+                                                    args.threads, args.algorithm)),
+                          args.algorithm)
+    layers = list(dict.fromkeys(c["layer"] for c in configs))
     columns = FIXED_COLUMNS + [c for p in peers for c in (f"{p}_ms", f"vs_{p}")]
 
-    done = set()
+    earlier = []
     if args.resume and os.path.exists(args.csv):
-        done = _read_done(args.csv, columns)
-    configs = [c for c in bench.configurations(layers, args.batch, args.layout, args.dtype,
-                                               args.threads, args.algorithm)
-               if (c["layer"].name, c["batch"], c["layout"], c["dtype"], c["threads"],
-                   c["algorithm"]) not in done]
+        earlier = _read_rows(args.csv, columns)
+    done = {bench.row_key(r) for r in earlier}
+    configs = [c for c in configs if (c["layer"].name, c["batch"], c["layout"], c["dtype"],
+                                      c["threads"], c["algorithm"]) not in done]
 
     machine = bench.machine_info()
     sgemm = bench.sgemm_gflops()
     machine["sgemm_gflops"] = round(sgemm, 1)
+    machine["command"] = " ".join(["numbaconv", *args.argv])
     say = (lambda *a: None) if args.quiet else print
     say(f"# {machine['cpu']}, {machine['cores']} cores ({machine['simd']}); numba "
-        f"{machine['numba']}; OpenBLAS sgemm {sgemm:.1f} GFLOP/s")
+        f"{machine['numba']} ({machine['threading_layer']}); BLAS sgemm {sgemm:.1f} GFLOP/s")
     if done:
-        say(f"# resuming: {len(done)} row(s) already in {args.csv}")
-    say(_table_header(peers))
+        say(f"# resuming: {len(done)} row(s) already in {args.csv}, {len(configs)} to run")
+    table = _Table(peers, max(len(layer.name) for layer in layers),
+                   max(len(layer.describe(n)) for layer in layers for n in args.batch))
+    say(table.header())
 
     csv_file = writer = None
     if args.csv:
@@ -226,30 +388,38 @@ def cmd_bench(args) -> int:
         writer = csv.DictWriter(csv_file, fieldnames=columns, extrasaction="ignore")
         if not appending:
             writer.writeheader()
+            csv_file.flush()
     rows, status = [], 0
+    progress = _Progress(len(configs), enabled=not args.quiet)
     try:
         for i, cfg in enumerate(configs):
-            _progress(i, len(configs), cfg["layer"].name) if not args.quiet else None
+            progress.show(i, f"{cfg['layer'].name} N={cfg['batch']} {cfg['layout']}")
             row = bench.bench_one(cfg, peers, args.repeat, sgemm)
             rows.append(row)
             if writer:
-                writer.writerow({k: (round(v, 4) if isinstance(v, float) else v)
+                writer.writerow({k: (float(f"{v:.6g}") if isinstance(v, float) else v)
                                  for k, v in row.items()})
                 csv_file.flush()  # an interrupted sweep keeps every finished row
-            if not args.quiet and sys.stderr.isatty():
-                sys.stderr.write("\r" + " " * 60 + "\r")
-            say(_format_table_row(row, peers))
+            progress.clear()
+            say(table.row(row))
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {len(rows)} row(s) kept", file=sys.stderr)
+        progress.clear()
+        print(f"\ninterrupted: {len(rows)} row(s) of this run kept", file=sys.stderr)
         status = 130
     finally:
         if csv_file:
             csv_file.close()
-    if rows and not args.quiet:
-        _print_totals(rows, peers)
+    everything = earlier + rows
+    if everything and not args.quiet:
+        _print_totals(everything, peers)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine, "rows": rows}, f, indent=1)
+            json.dump({"machine": machine, "columns": columns, "rows": everything}, f, indent=1)
+    if plot_path and everything:
+        bench.plot(everything, plot_path, sgemm, layers,
+                   title=f"numbaconv bench --suite {os.path.basename(args.suite)}: "
+                         f"{machine['cpu']}, {machine['cores']} cores")
+        say(f"# plot: {plot_path}")
     if any(r["check"] != "ok" for r in rows):
         print("error: some results did not match the baseline (see the check column)",
               file=sys.stderr)
@@ -263,26 +433,41 @@ def _print_totals(rows: list[dict], peers: list[str]) -> None:
         groups.setdefault((r["batch"], r["layout"], r["dtype"], r["threads"]), []).append(r)
     for (n, layout, dtype, t), rs in groups.items():
         ours = sum(r["median_ms"] for r in rs)
-        flops = sum(r["gflops"] * r["median_ms"] for r in rs) / 1e3  # GFLOP
+        work = sum(r["gflop"] for r in rs)
         text = (f"total N={n} {layout} {dtype} {t} thr: numbaconv {ours:.2f} ms "
-                f"({flops / ours * 1e3:.1f} GFLOP/s)")
+                f"({work / ours * 1e3:.1f} GFLOP/s)")
         for p in peers:
-            theirs = sum(r[f"{p}_ms"] for r in rs)
+            times = [r.get(f"{p}_ms") for r in rs]
+            if None in times:
+                text += f", {p} n/a"
+                continue
+            theirs = sum(times)
             text += f", {p} {theirs:.2f} ms (numbaconv is {theirs / ours:.2f}x)"
         print(text)
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    """Run one command; returns the exit status (0, 1, 2 or 130).
+
+    Bad arguments print one line to stderr and return 2, never a traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
         if args.command is None:
-            parser.print_help()
-            return 2
+            raise UsageError("numbaconv: expected a command: bench, explain or info "
+                             "(numbaconv --help says more)")
+        args.argv = argv
         return {"bench": cmd_bench, "explain": cmd_explain, "info": cmd_info}[args.command](args)
     except UsageError as err:
         print(str(err).splitlines()[0], file=sys.stderr)
         return 2
+    except SystemExit as exit_:  # --help
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,9 +2,11 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from numbaconv.cli import main
@@ -99,11 +101,25 @@ def test_missing_peer_is_a_note(suite, capsys, monkeypatch):
     (["explain", "--input", "1,3,a", "--weight", "8,3,3,3"], ["--input"]),
     (["explain", "--input", "1,3,8,8", "--weight", "8,3,3,3", "--stride", "1,2,3"], ["stride"]),
     (["explain", "--weight", "8,3,3,3"], ["--input"]),
+    (["explain", "--input", "1,3,8,8", "--weight", "8,3,3,3", "--padding", "1,a"],
+     ["--padding"]),
+    (["explain", "--input", "1,3,8,8", "--weight", "8,3,3,3", "--algorithm", "fft"],
+     ["algorithm", "fft"]),
+    (["explain", "--input", "1,3,8,8", "--weight", "8,3,3,3", "--groups", "2"], ["groups"]),
+    (["bench", "--threads", "0"], ["--threads"]),
+    (["bench", "--repeat", "0"], ["--repeat"]),
+    (["bench", "--dtype", "float16"], ["--dtype"]),
+    (["bench", "--plot", "r.jpeg"], ["--plot", ".png"]),
+    (["bench", "--csv", "{nodir}"], ["--csv", "no directory"]),
+    (["bench", "--json", "{nodir}"], ["--json"]),
+    (["bench", "--plot", "{dir}"], ["--plot", "directory"]),
     (["frobnicate"], ["frobnicate"]),
-    ([], []),
+    ([], ["command"]),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, words, capsys, tmp_path):
-    argv = [str(tmp_path / "missing.json") if a == "{bad}" else a for a in argv]
+    subs = {"{bad}": str(tmp_path / "missing.json"), "{nodir}": str(tmp_path / "no" / "r.csv"),
+            "{dir}": str(tmp_path)}
+    argv = [subs.get(a, a) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     if words:
@@ -119,6 +135,16 @@ def test_bad_arguments_exit_2_with_one_line(argv, words, capsys, tmp_path):
     ('[{"name": "x", "C": 3, "H": 4, "W": 4, "O": 8, "kernel": 7}]', ["larger"]),
     ('[{"name": "x", "C": 3, "H": 8, "W": 8, "O": 8, "kernel": 3, "groups": 2}]', ["groups"]),
     ('[{"name": "x", "C": 3, "H": 8, "W": 8, "O": 8, "kernel": 3, "colour": 1}]', ["unknown"]),
+    ('[{"name": "x", "C": "3", "H": 8, "W": 8, "O": 8, "kernel": 3}]', ["C", "integer"]),
+    ('[{"name": "x", "C": 3, "H": 8, "W": 8, "O": 8, "kernel": 3, "padding": 1.5}]',
+     ["padding", "integer"]),
+    ('[{"name": "x", "C": 3, "H": 8, "W": 8, "O": 8, "kernel": 3, "stride": 0}]', ["stride"]),
+    ('[{"name": "x", "C": 3, "H": -8, "W": 8, "O": 8, "kernel": 3}]', ["layer 0"]),
+    ('[{"name": "x", "C": 3, "H": 8, "W": 8, "O": 8, "kernel": 3},'
+     ' {"name": "x", "C": 3, "H": 8, "W": 8, "O": 8, "kernel": 1}]', ["layer 1", "twice"]),
+    ('[{"name": "", "C": 3, "H": 8, "W": 8, "O": 8, "kernel": 3}]', ["name"]),
+    ('[[1, 2]]', ["needs keys"]),
+    ('\u00ff\u00fe', ["cannot read"]),
 ])
 def test_malformed_shapes_file(content, words, tmp_path, capsys):
     path = tmp_path / "s.json"
@@ -149,3 +175,214 @@ def test_info_and_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "numbaconv", "bench", "--suite", "nope"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------
+# Suites, peers, --algorithm, progress, interruption, plots
+# --------------------------------------------------------------------------
+def test_builtin_suites():
+    from numbaconv import bench
+
+    suites = {name: bench.load_suite(name) for name in ("resnet50", "vgg16", "mobilenet_v2")}
+    assert [len(s) for s in suites.values()] == [12, 9, 30]
+    for layers in suites.values():
+        assert len({layer.name for layer in layers}) == len(layers)
+        assert len(set(dataclass_key(layer) for layer in layers)) == len(layers)  # distinct
+    mobilenet = suites["mobilenet_v2"]
+    depthwise = [la for la in mobilenet if la.groups > 1]
+    assert depthwise and all(la.groups == la.c == la.o and la.kernel == 3 for la in depthwise)
+    assert sum(la.kernel == 1 for la in mobilenet) == 19  # pointwise expand/project + head
+    assert all(la.kernel == 3 and la.padding == 1 for la in suites["vgg16"])
+
+
+def dataclass_key(layer):
+    return (layer.c, layer.h, layer.w, layer.o, layer.kernel, layer.stride, layer.padding,
+            layer.groups)
+
+
+def test_algorithm_names_are_read_at_run_time(suite, capsys, monkeypatch):
+    from numbaconv import _plan
+
+    monkeypatch.setattr(_plan, "ALGORITHMS", (*_plan.ALGORITHMS, "winograd"))
+    assert main(["bench", "--suite", suite, "--algorithm", "fft"]) == 2
+    assert "winograd" in capsys.readouterr().err
+
+
+def test_forced_algorithm_skips_layers_it_does_not_fit(suite, tmp_path, capsys):
+    out_csv = tmp_path / "r.csv"
+    assert main(["bench", "--suite", suite, "--algorithm", "gemm_1x1", "--compare", "numpy",
+                 "--repeat", "1", "--csv", str(out_csv)]) == 0
+    err = capsys.readouterr().err
+    assert "does not apply to 2 layer(s)" in err and "tiny.3x3" in err
+    rows = _csv_rows(out_csv)
+    assert [(r["name"], r["algorithm"], r["check"]) for r in rows] == [
+        ("tiny.1x1", "gemm_1x1", "ok")]
+
+
+def _fake_peer(monkeypatch, setup):
+    from numbaconv import bench
+
+    monkeypatch.setitem(bench.PEERS, "fake", setup)
+    monkeypatch.setitem(bench.PEER_MODULES, "fake", ("numpy",))
+
+
+def test_unsupported_peer_rows_are_na(suite, tmp_path, capsys, monkeypatch):
+    from numbaconv import bench
+
+    def setup(layer, x, w, layout):
+        if x.dtype == np.float64:
+            raise bench.PeerUnsupported("no float64")
+        return bench.PEERS["numpy"](layer, x, w, layout)
+
+    _fake_peer(monkeypatch, setup)
+    out_csv, out_json = tmp_path / "r.csv", tmp_path / "r.json"
+    assert main(["bench", "--suite", suite, "--compare", "fake", "--dtype", "float32",
+                 "float64", "--repeat", "1", "--csv", str(out_csv), "--json",
+                 str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "n/a" in out and "fake n/a" in out  # the float64 table rows and total
+    rows = _csv_rows(out_csv)
+    assert [r["fake_ms"] == "" for r in rows] == [False] * 3 + [True] * 3
+    assert {r["check"] for r in rows} == {"ok"}
+    assert json.loads(out_json.read_text())["rows"][-1]["fake_ms"] is None
+
+
+def test_wrong_or_failing_peer_is_flagged(suite, capsys, monkeypatch):
+    from numbaconv import bench
+
+    def setup(layer, x, w, layout):
+        if layer.kernel == 1:
+            raise RuntimeError("boom\nsecond line")
+        good = bench.PEERS["numpy"](layer, x, w, layout)
+        return lambda: good() + 1
+
+    _fake_peer(monkeypatch, setup)
+    assert main(["bench", "--suite", suite, "--compare", "fake", "--repeat", "1"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("MISMATCH vs fake") == 2
+    assert "ERROR in fake: RuntimeError: boom" in captured.out
+    assert "did not match" in captured.err
+
+
+def test_interrupted_sweep_keeps_rows(suite, tmp_path, capsys, monkeypatch):
+    from numbaconv import bench
+
+    calls = []
+
+    def setup(layer, x, w, layout):
+        calls.append(layer.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return bench.PEERS["numpy"](layer, x, w, layout)
+
+    _fake_peer(monkeypatch, setup)
+    out_csv = tmp_path / "r.csv"
+    args = ["bench", "--suite", suite, "--compare", "fake", "--repeat", "1", "--csv",
+            str(out_csv)]
+    assert main(args) == 130
+    assert "interrupted: 1 row(s)" in capsys.readouterr().err
+    assert [r["name"] for r in _csv_rows(out_csv)] == ["tiny.3x3"]
+    assert main([*args, "--resume", "--json", str(tmp_path / "r.json")]) == 0
+    assert [r["name"] for r in _csv_rows(out_csv)] == ["tiny.3x3", "tiny.1x1", "tiny.grouped"]
+    # the JSON of a resumed run holds the whole sweep, the earlier rows too
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["tiny.3x3", "tiny.1x1", "tiny.grouped"]
+    assert isinstance(rows[0]["median_ms"], float) and rows[0]["batch"] == 1
+
+
+def test_resume_with_other_columns_is_refused(suite, tmp_path, capsys):
+    out_csv = tmp_path / "r.csv"
+    out_csv.write_text("# cpu: x\nname,shape\nfoo,bar\n")
+    assert main(["bench", "--suite", suite, "--compare", "numpy", "--csv", str(out_csv),
+                 "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "same --compare" in err
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bar_only_on_a_terminal(suite, capsys, monkeypatch, tty):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    assert main(["bench", "--suite", suite, "--compare", "--repeat", "1"]) == 0
+    captured = capsys.readouterr()
+    assert ("[" in captured.err and "] 2/3 tiny.grouped" in captured.err) == tty
+    assert captured.err == "" or tty
+    assert "\r" not in captured.out and captured.out.count("tiny.") == 3
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_two_layouts(suite, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "r.png"
+    assert main(["bench", "--suite", suite, "--layout", "NCHW", "NHWC", "--batch", "1", "2",
+                 "--compare", "numpy", "--repeat", "1", "--plot", str(png)]) == 0
+    assert f"plot: {png}" in capsys.readouterr().out
+    data = png.read_bytes()
+    assert data.startswith(PNG_MAGIC)
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > height / 2 and width >= 800  # two panels side by side, two panel rows
+
+
+def test_plot_panels_and_values(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from numbaconv import bench
+
+    saved = {}
+    real_savefig = Figure.savefig
+
+    def spy(fig, path, *a, **kw):
+        saved["fig"] = fig
+        return real_savefig(fig, path, *a, **kw)
+
+    rows = [dict(name=f"s.{i}", batch=1, layout=lay, dtype="float32", threads=2, gflop=1.0,
+                 median_ms=10.0 * (i + 1), torch_ms=20.0, jax_ms=None, check="ok")
+            for lay in ("NCHW", "NHWC") for i in range(3)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Figure, "savefig", spy)
+        bench.plot(rows, str(tmp_path / "p.svg"), sgemm=150.0)
+    fig = saved["fig"]
+    axes = fig.axes
+    assert len(axes) == 2 and [ax.get_title().split(",")[0] for ax in axes] == ["NCHW", "NHWC"]
+    assert axes[0].get_ylabel().startswith("GFLOP/s")
+    heights = [p.get_height() for p in axes[0].patches]
+    assert heights[:3] == pytest.approx([100.0, 50.0, 100 / 3])  # numbaconv: gflop / median
+    assert heights[3:6] == pytest.approx([50.0] * 3)  # torch
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["0", "1", "2"]
+    assert any(line.get_ydata()[0] == 150.0 for line in axes[0].get_lines())  # sgemm line
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:3] == ["numbaconv", "torch", "jax"] and "sgemm" in legend[-1]
+    assert (tmp_path / "p.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_plot_without_matplotlib_is_a_note(suite, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    png, out_csv = tmp_path / "r.png", tmp_path / "r.csv"
+    assert main(["bench", "--suite", suite, "--compare", "numpy", "--repeat", "1", "--plot",
+                 str(png), "--csv", str(out_csv), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "matplotlib is not installed" in err
+    assert not png.exists() and len(_csv_rows(out_csv)) == 3
+
+
+def test_info_lists_what_a_bug_report_needs(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    lines = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+    for key in ("numbaconv", "numpy", "numba", "blas", "threading_layer", "numba_threads",
+                "jit_cache_dir", "simd", "cpu", "torch", "onnxruntime", "jax"):
+        assert key in lines, key
+    assert "threads" in lines["blas"]
+    cache = lines["jit_cache_dir"].strip()
+    assert os.path.isdir(cache) or "memory" in cache
+
+
+def test_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--suite", "--batch", "--layout", "--dtype", "--threads", "--algorithm",
+                   "--compare", "--repeat", "--csv", "--json", "--plot", "--quiet", "--resume"):
+        assert option in out
