@@ -600,12 +600,75 @@ def row_key(row: dict) -> tuple:
             row["requested_algorithm"])
 
 
+def _parts_alone(plan, x: np.ndarray, repeat: int) -> tuple[float | None, float | None]:
+    """Seconds of the plan's GEMMs alone and of its gathers alone (medians).
+
+    The GEMMs run on random operands of the plan's GEMM shape, as many calls
+    as the plan makes, each into a preallocated output: what BLAS reaches on
+    this layer's own GEMM shape with nothing else in between.  The gathers
+    fill the plan's column buffer chunk by chunk, as conv2d does.
+    """
+    from . import _execute
+
+    if not plan.gemm_calls:
+        return None, None
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((plan.gemm_m, plan.gemm_k)).astype(x.dtype)
+    b = rng.standard_normal((plan.gemm_k, plan.gemm_n)).astype(x.dtype)
+    c = np.empty((plan.gemm_m, plan.gemm_n), x.dtype)
+
+    def gemms():
+        for _ in range(plan.gemm_calls):
+            np.matmul(a, b, out=c)
+
+    gemm = measure(gemms, repeat).median
+    if plan.algorithm != "im2col_gemm":
+        return gemm, None
+    g = plan.geometry
+    xc = np.ascontiguousarray(x)
+    rows = g.c * g.kh * g.kw
+    bc, rc = plan.batch_chunk, plan.row_chunk
+    if plan.layout == "NHWC":
+        shape = (bc * rc * g.q, rows)
+    else:
+        shape = (rows, bc, rc * g.q) if plan.gemm_batched else (bc, rows, rc * g.q)
+    cols = np.empty(shape, x.dtype)
+
+    def gathers():
+        for n0 in range(0, g.n, bc):
+            nb = min(bc, g.n - n0)
+            for p0 in range(0, g.p, rc):
+                pb = min(rc, g.p - p0)
+                if (nb, pb) == (bc, rc):  # the partial last chunk costs the same per byte
+                    _execute.gather(plan, xc, cols, n0, p0, nb, row_major=plan.gemm_batched)
+                else:
+                    _execute.gather(plan, xc, _partial(cols, plan, nb, pb), n0, p0, nb,
+                                    row_major=plan.gemm_batched)
+
+    return gemm, measure(gathers, repeat).median
+
+
+def _partial(cols: np.ndarray, plan, nb: int, pb: int) -> np.ndarray:
+    """The front of ``cols`` shaped for a smaller last chunk."""
+    g = plan.geometry
+    rows = g.c * g.kh * g.kw
+    if plan.layout == "NHWC":
+        shape = (nb * pb * g.q, rows)
+    else:
+        shape = (rows, nb, pb * g.q) if plan.gemm_batched else (nb, rows, pb * g.q)
+    return cols.reshape(-1)[: int(np.prod(shape))].reshape(shape)
+
+
 def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float) -> dict:
     """Time one configuration with numbaconv and every peer in ``compare``.
 
     Returns the row: its identity, the plan's algorithm, ``gflop`` (the work
     of one call), numbaconv's first-call, median and best times in ms, its
-    GFLOP/s and % of ``sgemm``; then ``{peer}_ms`` (median) and ``vs_{peer}``
+    GFLOP/s and % of ``sgemm``; ``pct_own_gemm``, the time of the plan's
+    GEMMs alone as a percentage of numbaconv's (the rate reached relative to
+    what BLAS gets on this layer's own GEMM shape), and ``im2col_pct``, the
+    share of the time its gathers take alone (None where there are none);
+    then ``{peer}_ms`` (median) and ``vs_{peer}``
     (peer time / numbaconv time: above 1, numbaconv is faster) per peer, or
     None where the peer cannot run the problem.  ``check`` is ``"ok"`` or
     names the peer whose result differs from numbaconv's, or that failed.
@@ -636,6 +699,9 @@ def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float) -> d
             "best_ms": ours.best * 1e3, "gflops": flops / ours.median / 1e9,
             "pct_sgemm": 100 * flops / ours.median / 1e9 / sgemm, "check": "ok",
         }
+        gemm, gathers = _parts_alone(plan, x, repeat)
+        row["pct_own_gemm"] = None if gemm is None else 100 * gemm / ours.median
+        row["im2col_pct"] = None if gathers is None else 100 * gathers / ours.median
         for peer in compare:
             row[f"{peer}_ms"] = row[f"vs_{peer}"] = None
             try:

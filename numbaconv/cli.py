@@ -27,7 +27,7 @@ import sys
 
 FIXED_COLUMNS = ["name", "shape", "batch", "layout", "dtype", "threads", "requested_algorithm",
                  "algorithm", "gflop", "first_call_ms", "median_ms", "best_ms", "gflops",
-                 "pct_sgemm", "check"]
+                 "pct_sgemm", "pct_own_gemm", "im2col_pct", "check"]
 _INT_COLUMNS = {"batch", "threads"}
 _TEXT_COLUMNS = {"name", "shape", "layout", "dtype", "requested_algorithm", "algorithm", "check"}
 PLOT_FORMATS = (".png", ".svg", ".pdf")
@@ -218,8 +218,9 @@ class _Table:
 
     def header(self) -> str:
         cells = [f"{'name':<{self.nw}}", f"{'shape':<{self.sw}}", f"{'lay':<4}",
-                 f"{'dtype':<7}", f"{'thr':>3}", f"{'algorithm':<11}", f"{'ms':>9}",
-                 f"{'first ms':>9}", f"{'GFLOP/s':>7}", f"{'%sgemm':>6}"]
+                 f"{'dtype':<7}", f"{'thr':>3}", f"{'algorithm':<16}", f"{'ms':>9}",
+                 f"{'first ms':>9}", f"{'GFLOP/s':>7}", f"{'%sgemm':>6}", f"{'%gemm':>6}",
+                 f"{'%i2c':>5}"]
         for peer in self.peers:
             cells += [f"{peer[:6] + ' ms':>9}", f"{'vs':>7}"]
         cells.append("check")
@@ -228,15 +229,20 @@ class _Table:
     def row(self, row: dict) -> str:
         cells = [f"{row['name']:<{self.nw}}", f"{row['shape']:<{self.sw}}",
                  f"{row['layout']:<4}", f"{row['dtype']:<7}", f"{row['threads']:>3}",
-                 f"{row['algorithm']:<11}", f"{row['median_ms']:>9.3f}",
+                 f"{row['algorithm']:<16}", f"{row['median_ms']:>9.3f}",
                  f"{row['first_call_ms']:>9.1f}", f"{row['gflops']:>7.1f}",
-                 f"{row['pct_sgemm']:>6.1f}"]
+                 f"{row['pct_sgemm']:>6.1f}", _opt(row.get("pct_own_gemm"), 6),
+                 _opt(row.get("im2col_pct"), 5)]
         for peer in self.peers:
             ms, ratio = row.get(f"{peer}_ms"), row.get(f"vs_{peer}")
             cells += [f"{ms:>9.3f}" if ms is not None else f"{'n/a':>9}",
                       f"{ratio:>6.2f}x" if ratio is not None else f"{'':>7}"]
         cells.append(row["check"])
         return " ".join(cells)
+
+
+def _opt(value, width: int) -> str:
+    return f"{value:>{width}.1f}" if value is not None else f"{'-':>{width}}"
 
 
 class _Progress:
