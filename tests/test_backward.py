@@ -8,6 +8,7 @@ autograd.
 
 import numpy as np
 import pytest
+from checks import assert_clear_error, torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from naive import NP_PAD_MODE, assert_close, conv2d_ref, from_nhwc, taps, to_hwio, to_nhwc
@@ -336,22 +337,13 @@ BAD = [
 
 @pytest.mark.parametrize("call, exc, words", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
 def test_bad_input_gets_a_clear_error(call, exc, words):
-    with pytest.raises(exc) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for word in words:
-        assert word in message, f"{word!r} not in {message!r}"
+    assert_clear_error(call, exc, words)
 
 
 # --------------------------------------------------------------------------
 # PyTorch autograd, where installed
 # --------------------------------------------------------------------------
-torch = None
-try:  # optional peer: the suite passes without it
-    import torch
-except ImportError:  # pragma: no cover
-    pass
+# PyTorch is an optional peer: these tests skip without it.
 
 
 @pytest.mark.skipif(torch is None, reason="PyTorch not installed")

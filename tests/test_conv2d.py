@@ -4,6 +4,7 @@ import threading
 
 import numpy as np
 import pytest
+from checks import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from naive import assert_close, conv2d_ref, from_nhwc, to_hwio, to_nhwc
@@ -228,11 +229,7 @@ def test_concurrent_calls_from_eight_threads(rng):
     assert not errors, errors
 
 
-torch = None
-try:  # optional peer: the suite passes without it
-    import torch
-except ImportError:  # pragma: no cover
-    pass
+# PyTorch is an optional peer: these tests skip without it.
 
 
 @pytest.mark.skipif(torch is None, reason="PyTorch not installed")

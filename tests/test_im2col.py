@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from checks import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from naive import assert_close, col2im_ref, im2col_ref, to_nhwc
@@ -129,10 +130,7 @@ def test_unbatched_and_array_likes():
     assert numbaconv.col2im(np.zeros((0, 18, 9)), 5, 3).shape == (0, 2, 5, 5)
 
 
-try:
-    import torch
-except ImportError:  # pragma: no cover
-    torch = None
+# PyTorch is an optional peer: these tests skip without it.
 
 
 @pytest.mark.skipif(torch is None, reason="PyTorch not installed")
