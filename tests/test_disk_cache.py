@@ -120,3 +120,12 @@ def test_nothing_writable_still_works_with_a_warning(site):
     result = _run(site, _env(site), read_only=[site / "site", site / "home"])
     assert result["sum"] == _expected_sum()
     assert any("no writable directory" in w for w in result["warnings"]), result["warnings"]
+
+
+def test_kernels_known_to_load_slowly_stay_out_of_the_disk_cache():
+    from numbaconv.kernels import _factory
+
+    for kind, layout in _factory._PYFUNCS:
+        dispatcher = numbaconv.kernels.get(kind, layout, "float64").dispatcher
+        cached = dispatcher.stats.cache_path is not None
+        assert cached == ((kind, layout) not in _factory.NO_DISK_CACHE), (kind, layout)

@@ -52,10 +52,18 @@ def _signature(kind: str, layout: str, dtype: np.dtype):
     return types.void(*(make[a] for a in _ARGS[kind, layout]))
 
 
+# Kernels kept out of Numba's disk cache.  Loaded from the cache, these ran
+# 5-8x slower than the same kernel compiled in the process (measured here:
+# the NHWC 3x3 gather at 56x56, 5 vs 40 GB/s, also single-threaded, so it is
+# the cached machine code; Numba issue #8085, "cache=True slow for parallel
+# target", is open).  The NCHW and depthwise kernels load at full speed.
+# Compiling these costs ~2-3 s on the first NHWC call of each process.
+NO_DISK_CACHE = {("im2col", "NHWC"), ("col2im", "NHWC")}
+
 _disk_cache_failed = False
 
 
-def _compile(pyfunc, sig):
+def _compile(pyfunc, sig, cacheable: bool = True):
     """njit with the disk cache when allowed and possible.
 
     Numba raises at decoration time when no cache directory is writable (a
@@ -63,7 +71,7 @@ def _compile(pyfunc, sig):
     instead of failing the user's call.
     """
     global _disk_cache_failed
-    use_cache = config.disk_cache and not _disk_cache_failed
+    use_cache = cacheable and config.disk_cache and not _disk_cache_failed
     try:
         return numba.njit(sig, parallel=True, cache=use_cache, nogil=True)(pyfunc)
     except RuntimeError as err:
@@ -101,7 +109,8 @@ class Kernel:
 def get(kind: str, layout: str, dtype: str) -> Kernel:
     """The compiled kernel for (kind, layout, dtype); compiled on first use."""
     sig = _signature(kind, layout, np.dtype(dtype))
-    return Kernel(f"{kind}_{layout.lower()}[{dtype}]", _compile(_PYFUNCS[kind, layout], sig))
+    return Kernel(f"{kind}_{layout.lower()}[{dtype}]",
+                  _compile(_PYFUNCS[kind, layout], sig, (kind, layout) not in NO_DISK_CACHE))
 
 
 def kernel_cache_info():
