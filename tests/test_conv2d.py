@@ -358,3 +358,44 @@ def test_threads_context_restores_counts():
         numbaconv.set_num_threads(0)
     with pytest.raises(TypeError, match="n: expected an int"):
         numbaconv.set_num_threads(1.5)
+
+
+def test_kernels_mean_the_same_with_the_jit_off(tmp_path):
+    # The kernels run as plain Python under NUMBA_DISABLE_JIT=1 (unsigned
+    # index casts, prange as range); both versions must agree exactly enough.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys, numpy as np, numbaconv
+        rng = np.random.default_rng(3)
+        x = rng.standard_normal((2, 4, 7, 6)); w = rng.standard_normal((6, 2, 3, 3))
+        dw = rng.standard_normal((8, 1, 3, 3))
+        out = {}
+        for layout in ("NCHW", "NHWC"):
+            xi = x if layout == "NCHW" else x.transpose(0, 2, 3, 1).copy()
+            wi = w if layout == "NCHW" else w.transpose(2, 3, 1, 0).copy()
+            di = dw if layout == "NCHW" else dw.transpose(2, 3, 1, 0).copy()
+            kw = dict(layout=layout, padding=((1, 2), (2, 0)), stride=(1, 2),
+                      padding_mode="reflect")
+            out["conv" + layout] = numbaconv.conv2d(xi, wi, groups=2, **kw)
+            out["dw" + layout] = numbaconv.conv2d(xi, di, groups=4, **kw)
+            cols = numbaconv.im2col(xi, 3, **kw)
+            out["cols" + layout] = cols
+            out["fold" + layout] = numbaconv.col2im(cols, (7, 6), 3, **kw)
+        np.savez(sys.argv[1], **out)
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    results = []
+    for jit_off in ("0", "1"):
+        path = tmp_path / f"jit_off_{jit_off}.npz"
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                              text=True, timeout=300, env={**env, "NUMBA_DISABLE_JIT": jit_off})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results.append(np.load(path))
+    compiled, python = results
+    for key in compiled.files:
+        np.testing.assert_allclose(python[key], compiled[key], rtol=1e-12, atol=1e-12,
+                                   err_msg=key)
