@@ -269,8 +269,18 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         conv2d returns for ``x`` and ``weight``.
     x, weight : array_like
         The forward's input and weight, as given to :func:`numbaconv.conv2d`.
-    stride, padding, dilation, groups, layout, padding_mode
-        The forward's arguments (see :func:`numbaconv.conv2d`).
+    stride : int or (int, int)
+        The forward's stride (see :func:`numbaconv.conv2d` for every argument).
+    padding : int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same"
+        The forward's padding.
+    dilation : int or (int, int)
+        The forward's dilation.
+    groups : int
+        The forward's groups.
+    layout : {"NCHW", "NHWC"}
+        The forward's layout.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        The forward's padding mode.
     needs : (bool, bool, bool)
         Which of (grad_x, grad_weight, grad_bias) to compute.
 
