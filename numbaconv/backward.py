@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _args
-from ._execute import gather, packed_weight, scatter, workspace
-from ._plan import Plan, get_plan, is_pointwise
+from . import _args, kernels
+from ._execute import channel_block, gather, packed_weight, scatter, workspace
+from ._plan import Plan, get_plan, is_depthwise, is_pointwise
 
 __all__ = ["conv2d_backward", "conv2d_grad_input", "conv2d_grad_weight"]
 
@@ -88,8 +88,7 @@ def _problem(x_shape, w_shape, grad_out, layout, stride, padding, dilation, grou
 def backward_plan(g: _args.Geometry, layout: _args.Layout, dtype) -> Plan:
     """The forward's plan with a GEMM algorithm, so its chunking and tables apply.
 
-    (A depthwise forward runs a direct kernel; its gradients still go
-    through im2col + GEMM, which needs the im2col plan's index tables.)
+    (Depthwise problems take ``_depthwise_grad`` instead, with direct kernels.)
     """
     return get_plan(g, layout, dtype, "gemm_1x1" if is_pointwise(g) else "im2col_gemm")
 
@@ -129,8 +128,32 @@ class _Accumulator:
             self.dst += self.tmp
 
 
+def _depthwise_grad(kind: str, g, layout, dtype, a, b, shape) -> np.ndarray:
+    """grad_x (kind "depthwise_grad_input", a=grad_out, b=weight) or grad_weight
+    ("depthwise_grad_weight", a=x, b=grad_out) of a depthwise convolution.
+
+    Its GEMMs would be one (m x KH*KW) product per channel, far too thin for
+    BLAS: measured 7-8x slower than PyTorch's forward + backward at stride 1.
+    Direct kernels read through the forward's index tables instead.
+    """
+    plan = get_plan(g, layout, dtype, "direct_depthwise")
+    t = plan.tables
+    out = np.empty(shape, dtype)
+    kernel = kernels.get(kind, layout.name, plan.dtype)
+    if layout.name == "NCHW":
+        kernel(a, b, out, t.htab, t.wtab, t.wint, t.sw)
+    elif kind == "depthwise_grad_input":
+        kernel(a, b, out, t.htab, t.wtab, channel_block(g.c, g.n, plan.threads))
+    else:  # blocks of output channels, at least 4 per thread
+        kernel(a, b, out, t.htab, t.wtab, max(_args.ceil_div(g.o, 4 * plan.threads), 8))
+    return out
+
+
 def grad_input(g, layout, dtype, w, gout) -> np.ndarray:
     """grad_x (C-contiguous, ``layout``) from weight and grad_out."""
+    if is_depthwise(g) and g.n:
+        return _depthwise_grad("depthwise_grad_input", g, layout, dtype, gout, w,
+                               layout.x_shape(g.n, g.c, g.h, g.w))
     plan = backward_plan(g, layout, dtype)
     pointwise = plan.algorithm == "gemm_1x1"
     gx = (np.empty if pointwise else np.zeros)(layout.x_shape(g.n, g.c, g.h, g.w), dtype)
@@ -185,6 +208,9 @@ def grad_weight(g, layout, dtype, x, gout, cols=None) -> np.ndarray:
     ``cols``, when given, is the whole batch's column matrix as the plan's
     single chunk gathers it (a forward pass kept it), so the gather is skipped.
     """
+    if is_depthwise(g) and g.n:
+        return _depthwise_grad("depthwise_grad_weight", g, layout, dtype, x, gout,
+                               layout.w_shape(g.o, g.cg, g.kh, g.kw))
     plan = backward_plan(g, layout, dtype)
     pointwise = plan.algorithm == "gemm_1x1"
     gw = np.zeros(layout.w_shape(g.o, g.cg, g.kh, g.kw), dtype)

@@ -85,6 +85,23 @@ def forward(x, w, layout, **kw):
     return from_nhwc(numbaconv.conv2d(to_nhwc(x), to_hwio(w), layout="NHWC", **kw))
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "circular"])
+@pytest.mark.parametrize("multiplier, stride, dilation", [(1, 1, 1), (2, 2, 1), (1, 2, 2)])
+def test_depthwise_gradients(layout, dtype, mode, multiplier, stride, dilation, rng):
+    # MobileNet-like sizes (the hypothesis problems have only 2-3 channels):
+    # the direct depthwise gradient kernels, against the reference.
+    c, n = 24, 3
+    x = rng.standard_normal((n, c, 13, 11)).astype(dtype)
+    w = rng.standard_normal((c * multiplier, 1, 3, 3)).astype(dtype)
+    kw = dict(stride=stride, padding=dilation, dilation=dilation, groups=c, padding_mode=mode)
+    gout = rng.standard_normal(forward(x, w, layout, **kw).shape).astype(dtype)
+    ref = grads_ref(x, w, gout, (stride,) * 2, (dilation,) * 4, (dilation,) * 2, c, mode)
+    for got, want in zip(backward(gout, x, w, layout, **kw), ref, strict=True):
+        assert_close(got, want, dtype)
+
+
 # --------------------------------------------------------------------------
 # Against the reference and by finite differences
 # --------------------------------------------------------------------------

@@ -20,6 +20,10 @@ _PYFUNCS = {
     ("col2im", "NHWC"): col2im.col2im_nhwc,
     ("depthwise", "NCHW"): direct.depthwise_nchw,
     ("depthwise", "NHWC"): direct.depthwise_nhwc,
+    ("depthwise_grad_input", "NCHW"): direct.depthwise_grad_input_nchw,
+    ("depthwise_grad_input", "NHWC"): direct.depthwise_grad_input_nhwc,
+    ("depthwise_grad_weight", "NCHW"): direct.depthwise_grad_weight_nchw,
+    ("depthwise_grad_weight", "NHWC"): direct.depthwise_grad_weight_nhwc,
 }
 
 # Argument kinds of each kernel, in order (see the kernels' docstrings):
@@ -34,6 +38,10 @@ _ARGS = {
     ("col2im", "NHWC"): ("c2_in", "i", "i", "i", "i", "i", "x_out", "t2", "t2"),
     ("depthwise", "NCHW"): ("x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2", "t2", "i"),
     ("depthwise", "NHWC"): ("x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2"),
+    ("depthwise_grad_input", "NCHW"): ("x_in", "x_in", "x_out", "t2", "t2", "t2", "i"),
+    ("depthwise_grad_input", "NHWC"): ("x_in", "x_in", "x_out", "t2", "t2", "i"),
+    ("depthwise_grad_weight", "NCHW"): ("x_in", "x_in", "x_out", "t2", "t2", "t2", "i"),
+    ("depthwise_grad_weight", "NHWC"): ("x_in", "x_in", "x_out", "t2", "t2", "i"),
 }
 
 

@@ -9,6 +9,7 @@ Padding still contributes ``w * 0`` rather than nothing, so an inf or NaN in
 the weight propagates exactly as in a convolution of the padded input.
 """
 
+import numpy as np
 from numba import prange
 
 from ._copy import U
@@ -96,3 +97,174 @@ def depthwise_nhwc(x, w, bias, has_bias, out, htab, wtab):
                         s = ((n * h_n + h) * w_n + col) * c_n
                         for o in range(o_n):
                             of[U(d + o)] += wf[U(wb + o)] * xf[U(s + o // m)]
+
+
+# --------------------------------------------------------------------------
+# Gradients.  Each task owns a disjoint part of the result (race-free, as in
+# col2im); the weight gradient sums in float64, since a float32 sum over
+# N*P*Q terms would drift past the float32 tolerance on large images.
+# --------------------------------------------------------------------------
+def depthwise_grad_input_nchw(gout, w, gx, htab, wtab, wint, sw):
+    """gx[n, c, h, w] = sum over the outputs o of channel c, kh, kw of w * gout."""
+    n_n, c_n, h_n, w_n = gx.shape
+    o_n, p_n, q_n = gout.shape[1], gout.shape[2], gout.shape[3]
+    m = o_n // c_n
+    kh_n = htab.shape[0]
+    kw_n = wtab.shape[0]
+    gf = gout.reshape(gout.size)
+    xf = gx.reshape(gx.size)
+    wf = w.reshape(w.size)
+    for task in prange(n_n * c_n):  # one (image, channel) plane of gx
+        n = task // c_n
+        c = task - n * c_n
+        plane = task * h_n * w_n
+        for i in range(h_n * w_n):
+            xf[U(plane + i)] = 0.0
+        for j in range(m):
+            o = c * m + j
+            base = (n * o_n + o) * p_n * q_n
+            for kh in range(kh_n):
+                for kw in range(kw_n):
+                    wv = wf[(o * kh_n + kh) * kw_n + kw]
+                    a, z, off = wint[kw, 0], wint[kw, 1], wint[kw, 2]
+                    for p in range(p_n):
+                        h = htab[kh, p]
+                        if h < 0:
+                            continue
+                        drow = plane + h * w_n
+                        s = base + p * q_n
+                        for q in range(a):
+                            col = wtab[kw, q]
+                            if col >= 0:
+                                xf[U(drow + col)] += wv * gf[U(s + q)]
+                        d = drow + off
+                        for q in range(a, z):
+                            xf[U(d + q * sw)] += wv * gf[U(s + q)]
+                        for q in range(z, q_n):
+                            col = wtab[kw, q]
+                            if col >= 0:
+                                xf[U(drow + col)] += wv * gf[U(s + q)]
+
+
+def depthwise_grad_weight_nchw(x, gout, gw, htab, wtab, wint, sw):
+    """gw[o, 0, kh, kw] = sum over n, p, q of gout[n, o, p, q] * xpad[n, o // m, ...]."""
+    n_n, c_n, h_n, w_n = x.shape
+    o_n, p_n, q_n = gout.shape[1], gout.shape[2], gout.shape[3]
+    m = o_n // c_n
+    kh_n = htab.shape[0]
+    kw_n = wtab.shape[0]
+    gf = gout.reshape(gout.size)
+    xf = x.reshape(x.size)
+    wf = gw.reshape(gw.size)
+    for o in prange(o_n):  # one output channel's taps
+        c = o // m
+        for kh in range(kh_n):
+            for kw in range(kw_n):
+                a, z, off = wint[kw, 0], wint[kw, 1], wint[kw, 2]
+                acc = 0.0
+                for n in range(n_n):
+                    plane = (n * c_n + c) * h_n * w_n
+                    base = (n * o_n + o) * p_n * q_n
+                    for p in range(p_n):
+                        h = htab[kh, p]
+                        s = base + p * q_n
+                        if h < 0:  # padding reads zeros: 0 * gout, as the GEMM path does
+                            for q in range(q_n):
+                                acc += gf[U(s + q)] * 0.0
+                            continue
+                        srow = plane + h * w_n
+                        for q in range(a):
+                            col = wtab[kw, q]
+                            acc += gf[U(s + q)] * (xf[U(srow + col)] if col >= 0 else 0.0)
+                        r = srow + off
+                        for q in range(a, z):
+                            acc += gf[U(s + q)] * xf[U(r + q * sw)]
+                        for q in range(z, q_n):
+                            col = wtab[kw, q]
+                            acc += gf[U(s + q)] * (xf[U(srow + col)] if col >= 0 else 0.0)
+                wf[(o * kh_n + kh) * kw_n + kw] = acc
+
+
+def depthwise_grad_input_nhwc(gout, w, gx, htab, wtab, cblock):
+    """gx[n, h, w, c] = sum over the outputs o of channel c, kh, kw of w * gout.
+
+    Tasks are (image, block of ``cblock`` channels): every task owns its
+    channels of the whole image, so the scatter is race-free.
+    """
+    n_n, h_n, w_n, c_n = gx.shape
+    p_n, q_n, o_n = gout.shape[1], gout.shape[2], gout.shape[3]
+    m = o_n // c_n
+    kh_n = htab.shape[0]
+    kw_n = wtab.shape[0]
+    gf = gout.reshape(gout.size)
+    xf = gx.reshape(gx.size)
+    wf = w.reshape(w.size)
+    nblocks = (c_n + cblock - 1) // cblock
+    for task in prange(n_n * nblocks):
+        n = task // nblocks
+        c0 = (task - n * nblocks) * cblock
+        c1 = min(c0 + cblock, c_n)
+        for i in range(h_n * w_n):
+            for c in range(c0, c1):
+                xf[U((n * h_n * w_n + i) * c_n + c)] = 0.0
+        for p in range(p_n):
+            for q in range(q_n):
+                s = ((n * p_n + p) * q_n + q) * o_n
+                for kh in range(kh_n):
+                    h = htab[kh, p]
+                    if h < 0:
+                        continue
+                    for kw in range(kw_n):
+                        col = wtab[kw, q]
+                        if col < 0:
+                            continue
+                        d = ((n * h_n + h) * w_n + col) * c_n
+                        wb = (kh * kw_n + kw) * o_n
+                        if m == 1:
+                            for c in range(c0, c1):
+                                xf[U(d + c)] += wf[U(wb + c)] * gf[U(s + c)]
+                        else:
+                            for c in range(c0, c1):
+                                for j in range(m):
+                                    o = c * m + j
+                                    xf[U(d + c)] += wf[U(wb + o)] * gf[U(s + o)]
+
+
+def depthwise_grad_weight_nhwc(x, gout, gw, htab, wtab, oblock):
+    """gw[kh, kw, 0, o] = sum over n, p, q of gout[n, p, q, o] * xpad[n, h, w, o // m].
+
+    Tasks are blocks of ``oblock`` output channels, each summing its own taps
+    in a private float64 buffer.
+    """
+    n_n, h_n, w_n, c_n = x.shape
+    p_n, q_n, o_n = gout.shape[1], gout.shape[2], gout.shape[3]
+    m = o_n // c_n
+    kh_n = htab.shape[0]
+    kw_n = wtab.shape[0]
+    gf = gout.reshape(gout.size)
+    xf = x.reshape(x.size)
+    wf = gw.reshape(gw.size)
+    nblocks = (o_n + oblock - 1) // oblock
+    for blk in prange(nblocks):
+        o0 = blk * oblock
+        o1 = min(o0 + oblock, o_n)
+        acc = np.zeros((kh_n * kw_n, o1 - o0))
+        for n in range(n_n):
+            for p in range(p_n):
+                for q in range(q_n):
+                    s = ((n * p_n + p) * q_n + q) * o_n
+                    for kh in range(kh_n):
+                        h = htab[kh, p]
+                        for kw in range(kw_n):
+                            col = wtab[kw, q]
+                            k = kh * kw_n + kw
+                            if h < 0 or col < 0:  # padding: 0 * gout, as the GEMM path does
+                                for o in range(o0, o1):
+                                    acc[k, o - o0] += gf[U(s + o)] * 0.0
+                                continue
+                            d = ((n * h_n + h) * w_n + col) * c_n
+                            for o in range(o0, o1):
+                                acc[k, o - o0] += gf[U(s + o)] * xf[U(d + o // m)]
+        for k in range(kh_n * kw_n):
+            for o in range(o0, o1):
+                wf[U(k * o_n + o)] = acc[k, o - o0]
