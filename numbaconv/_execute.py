@@ -109,12 +109,11 @@ def scatter(plan: Plan, cols: np.ndarray, x: np.ndarray, n0: int = 0, p0: int = 
         kernel(cols.reshape(-1), n0, p0, nb, length // g.q, bstride, rstride, x, t.htab,
                t.wtab, t.wint, t.sw)
         return
-    kernel(cols, n0, p0, nb, g.groups, channel_block(g.c, nb, plan.threads), x, t.htab,
-           t.wtab)
+    kernel(cols, n0, p0, nb, g.groups, x, t.htab, t.wtab)
 
 
 def channel_block(channels: int, images: int, threads: int) -> int:
-    """Channels per task of the NHWC scatters (tasks are image x channel block).
+    """Channels per task of the NHWC depthwise input gradient (image x channel block).
 
     Enough blocks for every thread, but blocks of at least a few channels so
     that the innermost loop, over channels, still vectorises.

@@ -35,7 +35,7 @@ _ARGS = {
                          "i", "i"),
     ("im2col", "NHWC"): ("x_in", "i", "i", "i", "i", "c2_out", "t2", "t2", "t2"),
     ("col2im", "NCHW"): ("c1_in", "i", "i", "i", "i", "i", "i", "x_out", "t2", "t2", "t2", "i"),
-    ("col2im", "NHWC"): ("c2_in", "i", "i", "i", "i", "i", "x_out", "t2", "t2"),
+    ("col2im", "NHWC"): ("c2_in", "i", "i", "i", "i", "x_out", "t2", "t2"),
     ("depthwise", "NCHW"): ("x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2", "t2", "i"),
     ("depthwise", "NHWC"): ("x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2"),
     ("depthwise_grad_input", "NCHW"): ("x_in", "x_in", "x_out", "t2", "t2", "t2", "i"),
@@ -60,13 +60,13 @@ def _signature(kind: str, layout: str, dtype: np.dtype):
     return types.void(*(make[a] for a in _ARGS[kind, layout]))
 
 
-# Kernels kept out of Numba's disk cache.  Loaded from the cache, these ran
-# 5-8x slower than the same kernel compiled in the process (measured here:
-# the NHWC 3x3 gather at 56x56, 5 vs 40 GB/s, also single-threaded, so it is
+# Kernels kept out of Numba's disk cache.  Loaded from the cache, the NHWC
+# gather ran 5-8x slower than the same kernel compiled in the process
+# (measured here: 3x3 at 56x56, 5 vs 40 GB/s, also single-threaded, so it is
 # the cached machine code; Numba issue #8085, "cache=True slow for parallel
-# target", is open).  The NCHW and depthwise kernels load at full speed.
-# Compiling these costs ~2-3 s on the first NHWC call of each process.
-NO_DISK_CACHE = {("im2col", "NHWC"), ("col2im", "NHWC")}
+# target", is open).  Every other kernel loads at full speed (checked the
+# same way).  Compiling it costs ~2 s on the first NHWC call of a process.
+NO_DISK_CACHE = {("im2col", "NHWC")}
 
 _disk_cache_failed = False
 
