@@ -9,6 +9,7 @@ NHWC/HWIO layouts are native.
 # _threads first: it must configure OpenMP before Numba loads it.
 from . import _threads  # noqa: F401, I001
 from . import config
+from ._execute import release_workspace
 from ._threads import get_num_threads, set_num_threads, threads
 from ._plan import CacheInfo, Plan, cache_clear, cache_info
 from .conv import col2im, conv2d, conv2d_with, explain, im2col
@@ -36,6 +37,7 @@ __all__ = [
     "explain",
     "get_num_threads",
     "im2col",
+    "release_workspace",
     "set_num_threads",
     "threads",
 ]

@@ -46,7 +46,17 @@ def workspace(nbytes: int, dtype: np.dtype) -> np.ndarray:
 
 
 def release_workspace() -> None:
-    """Free this thread's scratch buffer."""
+    """Free the calling thread's scratch buffer (up to ``config.max_workspace_bytes``).
+
+    conv2d keeps it between calls to save a fresh allocation each time; call
+    this when a thread is done convolving but goes on living.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> _ = numbaconv.conv2d(np.ones((1, 2, 6, 6)), np.ones((3, 2, 3, 3)))
+    >>> numbaconv.release_workspace()
+    """
     _local.buf = None
 
 

@@ -399,3 +399,18 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path):
     for key in compiled.files:
         np.testing.assert_allclose(python[key], compiled[key], rtol=1e-12, atol=1e-12,
                                    err_msg=key)
+
+
+def test_workspace_is_kept_per_thread_and_can_be_released(rng):
+    from numbaconv import _execute
+
+    x = rng.standard_normal((2, 3, 9, 9))
+    w = rng.standard_normal((4, 3, 3, 3))
+    numbaconv.conv2d(x, w)
+    kept = _execute._local.buf
+    assert kept is not None and kept.nbytes >= numbaconv.explain(x, w).workspace_bytes
+    numbaconv.conv2d(x, w)
+    assert _execute._local.buf is kept  # reused, not reallocated
+    numbaconv.release_workspace()
+    assert _execute._local.buf is None
+    assert_close(numbaconv.conv2d(x, w), conv2d_ref(x, w), np.float64)
