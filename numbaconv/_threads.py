@@ -3,16 +3,17 @@
 1. Spinning OpenMP threads.  Numba's default layer here is GNU OpenMP.  After
    a ``prange`` loop its worker threads spin for GOMP_SPINCOUNT iterations
    (300,000 by default) before sleeping, and an OpenBLAS GEMM that follows at
-   once competes with them for the cores.  Measured on a 2-core EPYC: a
-   gather + GEMM pair took 8.0 ms against 2.0 ms for the GEMM alone; with
-   GOMP_SPINCOUNT=10000 it took 2.2 ms.  OMP_WAIT_POLICY=PASSIVE fixes the
-   GEMM too but makes every parallel launch cost ~105 us instead of ~3 us.
-   So, unless the user chose a policy, numbaconv starts Numba's thread pool
-   on import with GOMP_SPINCOUNT=10000 in the environment, then restores the
-   environment.  libgomp reads it once, when loaded, so only Numba's libgomp
-   sees it: a library loaded later with its own OpenMP runtime (PyTorch
-   bundles one) keeps its defaults.  Setting it process-wide made PyTorch's
-   1x1 convolutions 3x slower in the same process.
+   once competes with them for the cores.  Measured on a 2-core EPYC with an
+   early, slower gather: a gather + GEMM pair took 8.0 ms against 2.0 ms for
+   the GEMM alone; with GOMP_SPINCOUNT=10000 it took 2.2 ms.
+   OMP_WAIT_POLICY=PASSIVE fixes the GEMM too but makes every parallel launch
+   cost ~105 us instead of ~3 us.  (Re-measured with the current gather, the
+   settings were equal within the machine's noise: this is a guard against
+   the worst case.)  So, unless the user chose a policy, numbaconv starts
+   Numba's thread pool on import with GOMP_SPINCOUNT=10000 in the
+   environment, then restores the environment.  libgomp reads it once, when
+   loaded, so only Numba's libgomp sees it: a library loaded later with its
+   own OpenMP runtime (PyTorch bundles one) keeps its defaults.
 
 2. NUMBACONV_NUM_THREADS=n sets both pools: Numba's through NUMBA_NUM_THREADS
    (read when Numba is imported, so that every Python thread gets n, not only
