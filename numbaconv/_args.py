@@ -262,11 +262,7 @@ def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, g
     that take shapes, such as conv2d_grad_input, name them differently).
     """
     x_name, w_name = names
-    if not _is_int(groups):
-        raise TypeError(f"groups: expected an int, got {groups!r}")
-    groups = int(groups)
-    if groups < 1:
-        raise ValueError(f"groups: expected an int >= 1, got {groups}")
+    groups = groups_of(groups)
     n, c, h, w = layout.x_dims(x_shape)
     o, ci, kh, kw = layout.w_dims(w_shape)
     if min(c, h, w) < 1:
@@ -293,6 +289,15 @@ def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, g
     return Geometry(n, c, h, w, o, kh, kw, stride, dilation, pads, groups, padding_mode, p, q)
 
 
+def groups_of(groups) -> int:
+    """``groups`` as a positive int, or a TypeError/ValueError naming it."""
+    if not _is_int(groups):
+        raise TypeError(f"groups: expected an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"groups: expected an int >= 1, got {groups}")
+    return int(groups)
+
+
 def ensure_ndim(arr: np.ndarray, name: str, allowed: tuple[int, ...], desc: str) -> None:
     if arr.ndim not in allowed:
         want = " or ".join(f"{d}-d" for d in allowed)
@@ -314,6 +319,7 @@ __all__ = [
     "conv_geometry",
     "contiguous",
     "ensure_ndim",
+    "groups_of",
     "int_pair",
     "layout_of",
     "output_hw",

@@ -87,11 +87,7 @@ def _output_size(output_size, ndim: int, layout: _args.Layout) -> tuple[int, int
 def transpose_problem(x_shape, w_shape, layout, stride, padding, output_padding, groups,
                       dilation, output_size, x_ndim=4) -> TransposeProblem:
     """Validate a conv_transpose2d problem given by 4-d shapes (x had ``x_ndim`` dims)."""
-    if not _args._is_int(groups):
-        raise TypeError(f"groups: expected an int, got {groups!r}")
-    groups = int(groups)
-    if groups < 1:
-        raise ValueError(f"groups: expected an int >= 1, got {groups}")
+    groups = _args.groups_of(groups)
     n, c_in, h, w = layout.x_dims(x_shape)
     # In conv2d terms the weight maps the output (O/groups per group) to x (C_in).
     cw, og, kh, kw = layout.w_dims(w_shape)
