@@ -7,7 +7,15 @@ so a peer that is added here is checked against the reference at once.
 
 Timing rule: each implementation is timed in its own block (first call,
 one warm-up, then ``repeat`` timed calls), because thread pools left
-spinning by one library slow the next; the median is the figure.
+spinning by one library slow the next; the median is the figure.  Even so,
+a peer timed in this process shares it with Numba's OpenMP pool and
+OpenBLAS's: ``time_peer_isolated`` times a peer in a fresh Python process
+instead (``numbaconv bench --isolate``).
+
+This module imports Numba (``_threads``, ``conv``) only inside the functions
+that time numbaconv, never at module level: the isolated worker loads it
+without running ``numbaconv/__init__.py`` (see ``_WORKER_BOOT``), so that no
+Numba thread pool exists in the process where the peer is timed.
 """
 
 from __future__ import annotations
@@ -18,18 +26,20 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from . import _args, _threads
-from .conv import conv2d_with, explain
+# Only _args (NumPy only) at module level: see the module docstring.
+from . import _args
 
 __all__ = [
     "PEERS", "PEER_MODULES", "SUITES", "Layer", "PeerUnsupported", "Timing", "available_peers",
     "bench_one", "configurations", "load_suite", "machine_info", "measure", "numpy_conv2d",
-    "plot", "row_key", "sgemm_gflops",
+    "plot", "row_key", "sgemm_gflops", "time_peer_isolated",
 ]
 
 
@@ -169,6 +179,8 @@ dilation=1, groups=1)
     ValueError: --suite: expected one of ['mobilenet_v2', 'resnet50', 'vgg16'] or a JSON file, \
 got 'alexnet'
     """
+    from .conv import explain
+
     if name in SUITES:
         return SUITES[name]()
     if not os.path.isfile(name):
@@ -258,19 +270,29 @@ def numpy_conv2d(x, w, stride=1, padding=0, dilation=1, groups=1, layout="NCHW")
     return (a @ b).transpose(1, 0, 2).reshape(n, ph, pw, o)
 
 
-def _numpy_peer(layer: Layer, x, w, layout: str):
+def _peer_threads(threads: int | None) -> int:
+    """The thread count a peer runs with: ``threads``, or else numbaconv's current count."""
+    if threads is not None:
+        return threads
+    from . import _threads
+
+    return _threads.get_num_threads()
+
+
+def _numpy_peer(layer: Layer, x, w, layout: str, threads: int | None = None):
+    # BLAS threads are set around the whole row (threadpoolctl), not here.
     kw = layer.conv_kwargs()
     return lambda: numpy_conv2d(x, w, layout=layout, **kw)
 
 
-def _torch_peer(layer: Layer, x, w, layout: str):
+def _torch_peer(layer: Layer, x, w, layout: str, threads: int | None = None):
     """torch.nn.functional.conv2d; NHWC runs in channels_last memory format.
 
     Uses the row's thread count (``torch.set_num_threads``).
     """
     import torch
 
-    torch.set_num_threads(_threads.get_num_threads())
+    torch.set_num_threads(_peer_threads(threads))
     kw = layer.conv_kwargs()
     if layout == "NCHW":
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
@@ -287,7 +309,7 @@ def _torch_peer(layer: Layer, x, w, layout: str):
     return call
 
 
-def _onnxruntime_peer(layer: Layer, x, w, layout: str):
+def _onnxruntime_peer(layer: Layer, x, w, layout: str, threads: int | None = None):
     """A one-node ONNX ``Conv`` model run by an ONNX Runtime CPU session.
 
     The model is built with the ``onnx`` helper API, the weight stored in it
@@ -319,7 +341,7 @@ def _onnxruntime_peer(layer: Layer, x, w, layout: str):
     # Opset 13 with the IR version it came with, so that older runtimes load it too.
     model = helper.make_model_gen_version(graph, opset_imports=[helper.make_opsetid("", 13)])
     options = ort.SessionOptions()
-    options.intra_op_num_threads = _threads.get_num_threads()
+    options.intra_op_num_threads = _peer_threads(threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only
@@ -335,7 +357,7 @@ def _onnxruntime_peer(layer: Layer, x, w, layout: str):
     return call
 
 
-def _jax_peer(layer: Layer, x, w, layout: str):
+def _jax_peer(layer: Layer, x, w, layout: str, threads: int | None = None):
     """``jax.lax.conv_general_dilated``, jitted, on the CPU backend.
 
     ``dimension_numbers`` is ``("NCHW", "OIHW", "NCHW")`` or
@@ -367,8 +389,10 @@ def _jax_peer(layer: Layer, x, w, layout: str):
     return call
 
 
-# name -> setup(layer, x, w, layout) -> zero-argument callable returning the output
-# as a NumPy array; the setup raises PeerUnsupported for problems it cannot run.
+# name -> setup(layer, x, w, layout, threads=None) -> zero-argument callable returning
+# the output as a NumPy array; the setup raises PeerUnsupported for problems it cannot
+# run.  threads=None means numbaconv's current count (the row's, in bench_one); the
+# isolated worker, which has no Numba, passes the row's count.
 PEERS: dict[str, Callable] = {"numpy": _numpy_peer, "torch": _torch_peer,
                               "onnxruntime": _onnxruntime_peer, "jax": _jax_peer}
 # name -> the modules it needs (all of them must be importable)
@@ -499,6 +523,8 @@ def machine_info() -> dict:
     """
     import numba
     import threadpoolctl
+
+    from . import _threads
 
     cpu, flags = platform.processor() or platform.machine(), []
     try:
@@ -659,7 +685,8 @@ def _partial(cols: np.ndarray, plan, nb: int, pb: int) -> np.ndarray:
     return cols.reshape(-1)[: int(np.prod(shape))].reshape(shape)
 
 
-def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float) -> dict:
+def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float,
+              isolated: dict[str, dict] | None = None) -> dict:
     """Time one configuration with numbaconv and every peer in ``compare``.
 
     Returns the row: its identity, the plan's algorithm, ``gflop`` (the work
@@ -673,6 +700,11 @@ def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float) -> d
     None where the peer cannot run the problem.  ``check`` is ``"ok"`` or
     names the peer whose result differs from numbaconv's, or that failed.
 
+    With ``isolated`` (``numbaconv bench --isolate``), the peers are not run
+    here: ``isolated[peer]`` is this configuration's entry of
+    :func:`time_peer_isolated`, timed in the peer's own process, and the
+    result check compares numbaconv's output with the sample it carries.
+
     Examples
     --------
     >>> from numbaconv.bench import Layer, bench_one
@@ -682,6 +714,9 @@ def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float) -> d
     >>> row["algorithm"], row["check"], row["gflop"] == 2 * 2 * 8 * 8 * 4 * 3 * 9 / 1e9
     ('im2col_gemm', 'ok', True)
     """
+    from . import _threads
+    from .conv import conv2d_with, explain
+
     layer, n, layout, dtype = cfg["layer"], cfg["batch"], cfg["layout"], cfg["dtype"]
     x, w = _rng_arrays(layer, n, layout, dtype)
     kw = layer.conv_kwargs()
@@ -704,18 +739,159 @@ def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float) -> d
         row["im2col_pct"] = None if gathers is None else 100 * gathers / ours.median
         for peer in compare:
             row[f"{peer}_ms"] = row[f"vs_{peer}"] = None
-            try:
-                t = measure(PEERS[peer](layer, x, w, layout), repeat)
-            except PeerUnsupported:
-                continue
-            except Exception as err:  # a peer's failure is flagged, and the sweep goes on
-                row["check"] = f"ERROR in {peer}: {type(err).__name__}: {err}".splitlines()[0]
-                continue
-            row[f"{peer}_ms"] = t.median * 1e3
-            row[f"vs_{peer}"] = t.median / ours.median  # > 1: numbaconv is faster
-            if not _close(ours.result, t.result, dtype) and row["check"] == "ok":
+            if isolated is not None:
+                got = isolated[peer]
+                if "unsupported" in got:
+                    continue
+                if "error" in got:
+                    row["check"] = f"ERROR in {peer}: {got['error']}".splitlines()[0]
+                    continue
+                median, same = got["median_ms"] / 1e3, _sample_close(ours.result, got, dtype)
+            else:
+                try:
+                    t = measure(PEERS[peer](layer, x, w, layout), repeat)
+                except PeerUnsupported:
+                    continue
+                except Exception as err:  # a peer's failure is flagged, and the sweep goes on
+                    row["check"] = f"ERROR in {peer}: {_error_text(err)}".splitlines()[0]
+                    continue
+                median, same = t.median, _close(ours.result, t.result, dtype)
+            row[f"{peer}_ms"] = median * 1e3
+            row[f"vs_{peer}"] = median / ours.median  # > 1: numbaconv is faster
+            if not same and row["check"] == "ok":
                 row["check"] = f"MISMATCH vs {peer}"
     return row
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+# --------------------------------------------------------------------------
+# Peers in their own process (--isolate)
+# --------------------------------------------------------------------------
+# Run by ``python -c``.  A bare ``numbaconv`` package object whose __path__ is
+# this directory lets ``numbaconv.bench`` (and ``numbaconv._args``) import
+# without ``numbaconv/__init__.py``, which starts Numba's OpenMP pool.
+_WORKER_BOOT = """\
+import sys, types
+package = types.ModuleType("numbaconv")
+package.__path__ = [sys.argv[1]]
+sys.modules["numbaconv"] = package
+from numbaconv.bench import _peer_worker
+_peer_worker()
+"""
+_SAMPLE_SIZE = 512
+
+
+def _sample(y: np.ndarray) -> dict:
+    """What the parent needs to check an isolated peer's output without the array.
+
+    The whole output would be hundreds of MB of JSON at large batches, and
+    the parent cannot recompute it without importing the peer into its own
+    process (the thing --isolate avoids).  So the worker sends the shape, the
+    largest magnitude and the values at ``_SAMPLE_SIZE`` seeded positions;
+    the parent applies ``_close``'s element-wise test to those.  A wrong
+    layout or a wrong tap shows up at almost every position, so a sample
+    catches it; a checksum would not catch a transposed output.
+    """
+    y = np.asarray(y)
+    flat = y.reshape(-1).astype(np.float64)
+    where = np.random.default_rng(1).integers(0, max(flat.size, 1), _SAMPLE_SIZE)
+    return {"shape": list(y.shape), "absmax": float(np.abs(flat).max(initial=0)),
+            "sample": flat[where].tolist() if flat.size else []}
+
+
+def _sample_close(ours: np.ndarray, theirs: dict, dtype) -> bool:
+    """``_close`` on the sampled positions, with the tolerance of the whole output."""
+    mine = _sample(ours)
+    if mine["shape"] != theirs["shape"]:
+        return False
+    tol = 2e-4 if np.dtype(dtype) == np.float32 else 1e-9
+    diff = np.abs(np.subtract(mine["sample"], theirs["sample"])).max(initial=0)
+    return float(diff) <= tol * max(1.0, theirs["absmax"])
+
+
+def _peer_worker() -> None:
+    """The isolated process: time one peer over every configuration it is sent.
+
+    Reads ``{"peer", "repeat", "configs": [{layer, batch, layout, dtype,
+    threads}, ...]}`` as JSON on stdin; writes one JSON line on stdout:
+    ``{"numba_imported": bool, "results": [...]}``, one result per
+    configuration (see :func:`time_peer_isolated`).  The inputs are
+    ``_rng_arrays``'s, as in the parent; BLAS threads (for the ``numpy``
+    peer) are limited to the row's count as ``numbaconv.threads`` does there.
+    """
+    from threadpoolctl import threadpool_limits
+
+    job = json.load(sys.stdin)
+    # Anything the peer prints goes to stderr: stdout carries the answer only.
+    answer, sys.stdout = sys.stdout, sys.stderr
+    setup, results = PEERS[job["peer"]], []
+    for cfg in job["configs"]:
+        layer, layout, threads = Layer(**cfg["layer"]), cfg["layout"], cfg["threads"]
+        x, w = _rng_arrays(layer, cfg["batch"], layout, cfg["dtype"])
+        try:
+            with threadpool_limits(threads, user_api="blas"):
+                t = measure(setup(layer, x, w, layout, threads=threads), job["repeat"])
+        except PeerUnsupported as err:
+            results.append({"unsupported": str(err)})
+            continue
+        except Exception as err:  # reported for this row; the others go on
+            results.append({"error": _error_text(err)})
+            continue
+        results.append({"first_ms": t.first * 1e3, "median_ms": t.median * 1e3,
+                        "best_ms": t.best * 1e3, **_sample(t.result)})
+    answer.write(json.dumps({"numba_imported": "numba" in sys.modules,
+                             "results": results}) + "\n")
+    answer.flush()
+
+
+def time_peer_isolated(peer: str, configs: list[dict], repeat: int) -> list[dict]:
+    """Time ``peer`` on every configuration in one fresh Python process.
+
+    In the process that runs numbaconv, Numba's OpenMP pool and OpenBLAS's
+    are alive, and a peer with pools of its own runs below its standalone
+    speed there (PyTorch NCHW, ResNet-50 at batch 1: about twice its
+    standalone time).  This starts ``sys.executable`` once for the whole
+    sweep, so start-up and the peer's import are paid once; that process
+    never imports Numba or starts numbaconv's pools.
+
+    Returns one dict per configuration, in order: ``first_ms``,
+    ``median_ms``, ``best_ms`` and a sample of the output (``shape``,
+    ``absmax``, ``sample``) for :func:`bench_one` to check; or
+    ``{"unsupported": reason}`` (the row shows n/a); or ``{"error":
+    message}``, for that row or, when the process failed (crashed, could not
+    import the peer's registry entry, ...), for every row.
+
+    Examples
+    --------
+    >>> from numbaconv.bench import Layer, time_peer_isolated
+    >>> cfg = dict(layer=Layer("tiny", 3, 8, 8, 4, 3, padding=1), batch=1, layout="NCHW",
+    ...            dtype="float32", threads=1, algorithm="auto")
+    >>> [r["shape"] for r in time_peer_isolated("numpy", [cfg], repeat=1)]
+    [[1, 4, 8, 8]]
+    """
+    job = {"peer": peer, "repeat": repeat,
+           "configs": [dict(layer=dataclasses.asdict(c["layer"]), batch=c["batch"],
+                            layout=c["layout"], dtype=np.dtype(c["dtype"]).name,
+                            threads=c["threads"]) for c in configs]}
+    proc = subprocess.run([sys.executable, "-c", _WORKER_BOOT, os.path.dirname(__file__)],
+                          input=json.dumps(job), capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1])
+        results = answer["results"]
+        if len(results) != len(configs):
+            raise ValueError(f"{len(results)} results for {len(configs)} configurations")
+    except (IndexError, KeyError, TypeError, ValueError):
+        how = (f"status {proc.returncode}" if proc.returncode >= 0
+               else f"signal {-proc.returncode}")
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        return [{"error": f"isolated process failed ({how}): {last}"}] * len(configs)
+    if answer.get("numba_imported"):  # a bug in this module: the timing is not isolated
+        return [{"error": "the isolated process imported numba"}] * len(configs)
+    return results
 
 
 # --------------------------------------------------------------------------

@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--compare", nargs="*", default=None, metavar="PEER",
                    help=f"any of {', '.join(PEERS)} (default: numpy plus whichever peers are "
                         "installed); a peer that is not installed is skipped with a note")
+    b.add_argument("--isolate", action="store_true",
+                   help="time each peer in a fresh Python process of its own (one per peer "
+                        "for the whole run) instead of in this one, where Numba's OpenMP and "
+                        "OpenBLAS's thread pools slow the peers' own pools; results are "
+                        "checked on a sample of each output")
     b.add_argument("--repeat", type=_positive_int, default=5,
                    help="timed calls per row, after one first call and one warm-up (default: 5)")
     b.add_argument("--csv", metavar="PATH", help="write every row, with a header block")
@@ -191,11 +196,18 @@ def _parse_cell(column: str, text: str):
     return int(text) if column in _INT_COLUMNS else float(text)
 
 
-def _read_rows(path: str, columns: list[str]) -> list[dict]:
+def _read_rows(path: str, columns: list[str], isolate: bool) -> list[dict]:
     """The rows of an earlier run's CSV, typed, for --resume."""
     try:
         with open(path, newline="") as f:
-            lines = [line for line in f if not line.startswith("#")]
+            lines = list(f)
+        # Files written before --isolate existed have no such line: peers in-process.
+        was = "# isolate: True\n" in lines
+        if was != isolate:
+            raise UsageError(f"numbaconv bench: --resume: {path} was written "
+                             f"{'with' if was else 'without'} --isolate; use the same "
+                             f"--isolate so that its rows are comparable")
+        lines = [line for line in lines if not line.startswith("#")]
         reader = csv.DictReader(lines)
         if reader.fieldnames and list(reader.fieldnames) != columns:
             raise UsageError(f"numbaconv bench: --resume: {path} has columns "
@@ -366,7 +378,7 @@ def cmd_bench(args) -> int:
 
     earlier = []
     if args.resume and os.path.exists(args.csv):
-        earlier = _read_rows(args.csv, columns)
+        earlier = _read_rows(args.csv, columns, args.isolate)
     done = {bench.row_key(r) for r in earlier}
     configs = [c for c in configs if (c["layer"].name, c["batch"], c["layout"], c["dtype"],
                                       c["threads"], c["algorithm"]) not in done]
@@ -374,10 +386,13 @@ def cmd_bench(args) -> int:
     machine = bench.machine_info()
     sgemm = bench.sgemm_gflops()
     machine["sgemm_gflops"] = round(sgemm, 1)
+    machine["isolate"] = args.isolate  # peers each timed in a process of their own
     machine["command"] = " ".join(["numbaconv", *args.argv])
     say = (lambda *a: None) if args.quiet else print
     say(f"# {machine['cpu']}, {machine['cores']} cores ({machine['simd']}); numba "
         f"{machine['numba']} ({machine['threading_layer']}); BLAS sgemm {sgemm:.1f} GFLOP/s")
+    if args.isolate and peers:
+        say(f"# peers isolated: {', '.join(peers)} each timed in a Python process of its own")
     if done:
         say(f"# resuming: {len(done)} row(s) already in {args.csv}, {len(configs)} to run")
     table = _Table(peers, max(len(layer.name) for layer in layers),
@@ -398,9 +413,16 @@ def cmd_bench(args) -> int:
     rows, status = [], 0
     progress = _Progress(len(configs), enabled=not args.quiet)
     try:
+        isolated = {}
+        if args.isolate and configs:  # every peer first, while this process is idle
+            for peer in peers:
+                progress.show(0, f"{peer}, in a process of its own")
+                isolated[peer] = bench.time_peer_isolated(peer, configs, args.repeat)
         for i, cfg in enumerate(configs):
             progress.show(i, f"{cfg['layer'].name} N={cfg['batch']} {cfg['layout']}")
-            row = bench.bench_one(cfg, peers, args.repeat, sgemm)
+            row = bench.bench_one(cfg, peers, args.repeat, sgemm,
+                                  isolated={p: isolated[p][i] for p in peers}
+                                  if args.isolate else None)
             rows.append(row)
             if writer:
                 writer.writerow({k: (float(f"{v:.6g}") if isinstance(v, float) else v)

@@ -384,5 +384,6 @@ def test_help_exits_0(capsys):
     assert main(["bench", "--help"]) == 0
     out = capsys.readouterr().out
     for option in ("--suite", "--batch", "--layout", "--dtype", "--threads", "--algorithm",
-                   "--compare", "--repeat", "--csv", "--json", "--plot", "--quiet", "--resume"):
+                   "--compare", "--isolate", "--repeat", "--csv", "--json", "--plot", "--quiet",
+                   "--resume"):
         assert option in out

@@ -1,0 +1,119 @@
+"""``numbaconv bench --isolate``: each peer timed in a Python process of its own."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from numbaconv import bench
+from numbaconv.cli import main
+
+TINY = [
+    {"name": "tiny.3x3", "C": 3, "H": 10, "W": 9, "O": 4, "kernel": 3, "padding": 1},
+    {"name": "tiny.1x1", "C": 4, "H": 6, "W": 6, "O": 5, "kernel": 1},
+]
+
+
+@pytest.fixture
+def suite(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return str(path)
+
+
+def _csv(path):
+    text = path.read_text().splitlines()
+    header = [line for line in text if line.startswith("#")]
+    return header, list(csv.DictReader(line for line in text if not line.startswith("#")))
+
+
+def test_isolate_fills_the_peer_columns_and_says_so(suite, tmp_path, capsys):
+    out_csv, out_json = tmp_path / "r.csv", tmp_path / "r.json"
+    assert main(["bench", "--suite", suite, "--isolate", "--compare", "numpy", "--layout",
+                 "NHWC", "--dtype", "float64", "--repeat", "1", "--csv", str(out_csv),
+                 "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "peers isolated: numpy" in out and "numpy ms" in out
+    header, rows = _csv(out_csv)
+    assert "# isolate: True" in header
+    assert len(rows) == 2 and {r["check"] for r in rows} == {"ok"}
+    assert all(float(r["numpy_ms"]) > 0 and float(r["vs_numpy"]) > 0 for r in rows)
+    assert json.loads(out_json.read_text())["machine"]["isolate"] is True
+
+
+def test_in_process_runs_record_isolate_false(suite, tmp_path):
+    out_csv = tmp_path / "r.csv"
+    assert main(["bench", "--suite", suite, "--compare", "numpy", "--repeat", "1", "--csv",
+                 str(out_csv), "--quiet"]) == 0
+    assert "# isolate: False" in _csv(out_csv)[0]
+
+
+def _job(layout="NCHW", dtype="float32"):
+    layer = bench.Layer("w", 3, 7, 6, 4, 3, stride=2, padding=1)
+    return layer, {"peer": "numpy", "repeat": 1, "configs": [
+        {"layer": {"name": "w", "c": 3, "h": 7, "w": 6, "o": 4, "kernel": 3, "stride": 2,
+                   "padding": 1, "dilation": 1, "groups": 1},
+         "batch": 2, "layout": layout, "dtype": dtype, "threads": 1}]}
+
+
+def test_worker_never_imports_numba():
+    """The worker loads numbaconv.bench without numbaconv/__init__.py (which starts Numba)."""
+    layer, job = _job()
+    proc = subprocess.run(
+        [sys.executable, "-c", bench._WORKER_BOOT, os.path.dirname(bench.__file__)],
+        input=json.dumps(job), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert answer["numba_imported"] is False
+    (result,) = answer["results"]
+    assert result["shape"] == [2, 4, 4, 3] and result["median_ms"] > 0
+    # Same seeds as in this process, so the sample matches numbaconv's output.
+    x, w = bench._rng_arrays(layer, 2, "NCHW", "float32")
+    ours = bench.numpy_conv2d(x, w, **layer.conv_kwargs())
+    assert bench._sample_close(ours, result, "float32")
+
+
+def test_a_worker_that_imports_numba_is_an_error(monkeypatch):
+    monkeypatch.setattr(bench, "_WORKER_BOOT", "import numba\n" + bench._WORKER_BOOT)
+    cfg = dict(layer=bench.Layer("t", 2, 5, 5, 3, 3), batch=1, layout="NCHW",
+               dtype="float32", threads=1, algorithm="auto")
+    (result,) = bench.time_peer_isolated("numpy", [cfg], repeat=1)
+    assert "imported numba" in result["error"]
+
+
+def test_sample_check():
+    y = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert bench._sample_close(y, bench._sample(y + 1e-6), "float32")
+    assert not bench._sample_close(y, bench._sample(y.transpose(0, 1, 3, 2)), "float32")
+    assert not bench._sample_close(y, bench._sample(y.reshape(2, 8, 8, 3)), "float32")
+    assert not bench._sample_close(y, bench._sample(y + 0.01), "float32")
+
+
+def test_a_failed_worker_is_reported_and_the_run_goes_on(suite, tmp_path, capsys, monkeypatch):
+    # A peer only the parent knows: the worker process fails with a KeyError.
+    monkeypatch.setitem(bench.PEERS, "fake", bench.PEERS["numpy"])
+    monkeypatch.setitem(bench.PEER_MODULES, "fake", ("numpy",))
+    out_csv = tmp_path / "r.csv"
+    assert main(["bench", "--suite", suite, "--isolate", "--compare", "numpy", "fake",
+                 "--repeat", "1", "--csv", str(out_csv)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("ERROR in fake: isolated process failed (status 1)") == 2
+    assert "KeyError" in captured.out and "did not match" in captured.err
+    rows = _csv(out_csv)[1]
+    assert [r["name"] for r in rows] == ["tiny.3x3", "tiny.1x1"]
+    assert all(float(r["numpy_ms"]) > 0 and r["fake_ms"] == "" for r in rows)
+
+
+def test_resume_needs_the_same_isolate(suite, tmp_path, capsys):
+    out_csv = tmp_path / "r.csv"
+    args = ["bench", "--suite", suite, "--compare", "numpy", "--repeat", "1", "--csv",
+            str(out_csv), "--quiet"]
+    assert main([*args, "--isolate"]) == 0
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "with --isolate" in err
+    assert main([*args, "--resume", "--isolate"]) == 0
