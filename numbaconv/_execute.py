@@ -214,6 +214,16 @@ def run_im2col_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndar
                     o += bias.reshape(g.groups, g.og, 1)
 
 
+def run_packed_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray) -> None:
+    g, t = plan.geometry, plan.tables
+    kc, nc, mc = plan.tile
+    kernel = kernels.get("packed_gemm", plan.layout, plan.dtype)
+    has_bias = bias is not None
+    b = bias if has_bias else np.zeros(1, x.dtype)
+    kernel(x, _view(w, (g.o, g.cg * g.kh * g.kw)), b, has_bias, out, t.htab, t.wtab, t.hint,
+           t.wint, t.sh, t.sw, g.groups, kc, nc, mc)
+
+
 def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
                          out: np.ndarray) -> None:
     t = plan.tables
@@ -227,4 +237,5 @@ def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
 
 
 RUNNERS = {"gemm_1x1": run_gemm_1x1, "im2col_gemm": run_im2col_gemm,
+           "packed_gemm": run_packed_gemm,
            "direct_depthwise": run_direct_depthwise}

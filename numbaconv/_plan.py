@@ -19,8 +19,10 @@ import numpy as np
 
 from . import config, kernels
 from ._args import Geometry, Layout, ceil_div
+from .kernels import gemm
+from .kernels.gemm import MR
 
-ALGORITHMS = ("gemm_1x1", "im2col_gemm", "direct_depthwise")
+ALGORITHMS = ("gemm_1x1", "im2col_gemm", "packed_gemm", "direct_depthwise")
 
 
 # --------------------------------------------------------------------------
@@ -99,7 +101,9 @@ class Plan:
     ----------
     algorithm : str
         ``"gemm_1x1"`` (no im2col: a 1x1, stride-1, unpadded convolution is a
-        plain matrix product), ``"im2col_gemm"`` (gather, then GEMM) or
+        plain matrix product), ``"im2col_gemm"`` (gather, then GEMM),
+        ``"packed_gemm"`` (NCHW: im2col tiles packed per thread into cache
+        and multiplied there by Numba's own register-tiled GEMM) or
         ``"direct_depthwise"`` (groups == C: a direct multiply-add kernel,
         as a depthwise layer's GEMM would be too thin to pay for its im2col).
     layout, dtype : str
@@ -121,6 +125,9 @@ class Plan:
         GEMM's output before it is copied into place.
     threads : int
         Numba threads the kernels run on.
+    tile : (kc, nc, mc) or None
+        packed_gemm only: column-matrix rows, output pixels and output
+        channels per task (see ``kernels.gemm.conv_nchw``).
     """
 
     algorithm: str
@@ -138,6 +145,7 @@ class Plan:
     max_workspace_bytes: int
     threads: int
     tables: IndexTables | None = field(default=None, repr=False, compare=False)
+    tile: tuple[int, int, int] | None = None
 
     @property
     def chunks(self) -> int:
@@ -153,6 +161,10 @@ class Plan:
         pt, pb, pl, pr = g.pads
         how = "one GEMM per chunk" if self.gemm_batched or self.layout == "NHWC" else (
             "one GEMM per image")
+        if self.tile:
+            kc, nc, mc = self.tile
+            how = (f"tiles of {kc} rows x {nc} pixels x {mc} channels packed per thread, "
+                   "Numba micro-kernel")
         gemm = (f"  GEMM   M x N x K = {self.gemm_m} x {self.gemm_n} x {self.gemm_k}, "
                 f"{self.gemm_calls} call(s), {how}" if self.gemm_calls else
                 "  GEMM   none: a direct multiply-add kernel")
@@ -195,8 +207,32 @@ def is_depthwise(g: Geometry) -> bool:
     return g.groups == g.c > 1
 
 
-def choose_algorithm(g: Geometry) -> str:
-    """The dispatcher's rule, in order of preference."""
+def packable(g: Geometry, layout: str) -> bool:
+    """packed_gemm's conditions: NCHW, and at least one register tile of output channels."""
+    return layout == "NCHW" and g.og >= MR
+
+
+def gemm_batched(g: Geometry, layout: str) -> bool:
+    """Whether im2col_gemm runs one GEMM over a chunk of images instead of one per image.
+
+    Thin per-image GEMMs (few output pixels) run far below BLAS speed; one
+    GEMM over a chunk of images does not.  NHWC always has the batch in M.
+    """
+    return layout == "NCHW" and g.n > 1 and g.p * g.q < config.gemm_batch_below
+
+
+def choose_algorithm(g: Geometry, layout: str) -> str:
+    """The dispatcher's rule, in order of preference.
+
+    ``packed_gemm`` is not chosen automatically.  Layer by layer it took
+    0.66-0.94x im2col_gemm's time on ResNet-50's 3x3 layers where im2col_gemm
+    runs one thin GEMM per image, but 1.4x on 7x7 images at batch 8 and
+    1.1-1.6x on 1x1 layers; and run as a network, its Numba threads share the
+    cores with OpenBLAS's worker, which spins for a while after every BLAS
+    call of the neighbouring layers: the 12 ResNet-50 layers back to back
+    took 46 ms at batch 1 against 27-31 ms with im2col_gemm.  Figures and the
+    way forward: docs/performance.md.
+    """
     if is_depthwise(g):
         return "direct_depthwise"
     if is_pointwise(g):
@@ -204,16 +240,46 @@ def choose_algorithm(g: Geometry) -> str:
     return "im2col_gemm"
 
 
+def packed_tile(g: Geometry, dtype: np.dtype, threads: int) -> tuple[int, int, int]:
+    """(kc, nc, mc) of a packed_gemm task.
+
+    A tile of kc x nc column-matrix values stays in L2 (<= 256 rows x 192
+    columns of float32, 192 KiB, beside the weight panels); rows and columns
+    (pixels of all images) are split evenly rather than leaving a thin
+    remainder.  When that gives fewer than two tasks per thread, output
+    channels are split too (each task then packs its own copy of the tile,
+    which is cheap next to the weight traffic of a small, deep layer).
+    """
+    k = g.cg * g.kh * g.kw
+    kc = ceil_div(k, ceil_div(k, 256))
+    nr = gemm.panel_width(dtype.name)
+    total = max(g.n, 1) * g.p * g.q
+    # Column blocks: tiles of at most 192 float32 columns, but at least four
+    # tasks per thread when there are columns enough for tiles of 64 (a few
+    # uneven tasks leave a thread idle: 5 tasks on 2 threads lose 17%).
+    blocks = max(ceil_div(total, 192 * 4 // dtype.itemsize),
+                 min(4 * threads, ceil_div(total, 64 * 4 // dtype.itemsize)))
+    blocks = threads * ceil_div(blocks, threads) if blocks > threads else blocks
+    nc = nr * ceil_div(ceil_div(total, blocks), nr)
+    tasks = g.groups * ceil_div(total, nc)
+    blocks = min(ceil_div(2 * threads, tasks), max(g.og // (4 * MR), 1))
+    mc = min(g.og, MR * ceil_div(ceil_div(g.og, blocks), MR))
+    return kc, nc, mc
+
+
 def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto") -> Plan:
     """Build (uncached) the plan for one problem; ``algorithm`` may force one."""
     if algorithm == "auto":
-        algorithm = choose_algorithm(g)
+        algorithm = choose_algorithm(g, layout.name)
     elif algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm: expected 'auto' or one of {list(ALGORITHMS)}, got "
                          f"{algorithm!r}")
     elif algorithm == "gemm_1x1" and not is_pointwise(g):
         raise ValueError("algorithm: 'gemm_1x1' needs a 1x1 kernel, stride 1 and no padding, "
                          f"got kernel {g.kh}x{g.kw}, stride {g.stride}, padding {g.pads}")
+    elif algorithm == "packed_gemm" and not packable(g, layout.name):
+        raise ValueError(f"algorithm: 'packed_gemm' needs layout 'NCHW' and at least {MR} output "
+                         f"channels per group, got layout {layout.name!r} with {g.og}")
     elif algorithm == "direct_depthwise" and not is_depthwise(g):
         raise ValueError("algorithm: 'direct_depthwise' needs groups == input channels > 1, got "
                          f"groups={g.groups} with {g.c} channels")
@@ -226,10 +292,16 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
                     batch_chunk=max(g.n, 1), row_chunk=g.p, workspace_bytes=0,
                     max_workspace_bytes=limit, threads=numba.get_num_threads(),
                     tables=IndexTables.build(g))
+    threads = numba.get_num_threads()
+    if algorithm == "packed_gemm":
+        kc, nc, mc = packed_tile(g, dtype, threads)
+        return Plan(algorithm, layout=layout.name, dtype=dtype.name, geometry=g, gemm_m=g.og,
+                    gemm_n=g.n * g.p * g.q, gemm_k=g.cg * g.kh * g.kw, gemm_calls=g.groups,
+                    gemm_batched=False, batch_chunk=max(g.n, 1), row_chunk=g.p,
+                    workspace_bytes=threads * kc * nc * item, max_workspace_bytes=limit,
+                    threads=threads, tables=IndexTables.build(g), tile=(kc, nc, mc))
     nchw = layout.name == "NCHW"
-    # Thin per-image GEMMs (few output pixels) run far below BLAS speed; one
-    # GEMM over a chunk of images does not.  NHWC always has the batch in M.
-    batched = nchw and g.n > 1 and g.p * g.q < config.gemm_batch_below
+    batched = gemm_batched(g, layout.name)
     kk = g.kh * g.kw
 
     def scratch_per_row(batched: bool) -> int:

@@ -42,11 +42,11 @@ def valid_geometry(h, w, kh, kw, dilation, pads, mode):
 
 
 @st.composite
-def conv_problems(draw, max_groups=3):
+def conv_problems(draw, max_groups=3, og=(1, 4), max_size=9):
     groups = draw(st.integers(1, max_groups))
-    cg, og = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    cg, og = draw(st.integers(1, 4)), draw(st.integers(*og))
     n = draw(st.integers(0, 3))
-    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    h, w = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))

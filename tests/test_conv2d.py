@@ -381,6 +381,9 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path):
             kw = dict(layout=layout, padding=((1, 2), (2, 0)), stride=(1, 2),
                       padding_mode="reflect")
             out["conv" + layout] = numbaconv.conv2d(xi, wi, groups=2, **kw)
+            if layout == "NCHW":
+                out["packed"] = numbaconv.conv2d_with(xi, np.tile(wi, (2, 1, 1, 1)), groups=2,
+                                                      algorithm="packed_gemm", **kw)
             out["dw" + layout] = numbaconv.conv2d(xi, di, groups=4, **kw)
             cols = numbaconv.im2col(xi, 3, **kw)
             out["cols" + layout] = cols

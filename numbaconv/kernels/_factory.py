@@ -10,7 +10,7 @@ import numpy as np
 from numba import types
 
 from .. import _threads, config
-from . import col2im, direct, im2col
+from . import col2im, direct, gemm, im2col
 
 # Python functions that the factory compiles; the key is (kind, layout).
 _PYFUNCS = {
@@ -18,6 +18,7 @@ _PYFUNCS = {
     ("im2col", "NHWC"): im2col.im2col_nhwc,
     ("col2im", "NCHW"): col2im.col2im_nchw,
     ("col2im", "NHWC"): col2im.col2im_nhwc,
+    ("packed_gemm", "NCHW"): gemm.conv_nchw,
     ("depthwise", "NCHW"): direct.depthwise_nchw,
     ("depthwise", "NHWC"): direct.depthwise_nhwc,
     ("depthwise_grad_input", "NCHW"): direct.depthwise_grad_input_nchw,
@@ -36,6 +37,8 @@ _ARGS = {
     ("im2col", "NHWC"): ("x_in", "i", "i", "i", "i", "c2_out", "t2", "t2", "t2"),
     ("col2im", "NCHW"): ("c1_in", "i", "i", "i", "i", "i", "i", "x_out", "t2", "t2", "t2", "i"),
     ("col2im", "NHWC"): ("c2_in", "i", "i", "i", "i", "x_out", "t2", "t2"),
+    ("packed_gemm", "NCHW"): ("x_in", "c2_in", "c1_in", "i", "x_out", "t2", "t2", "t2", "t2",
+                              "i", "i", "i", "i", "i", "i"),
     ("depthwise", "NCHW"): ("x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2", "t2", "i"),
     ("depthwise", "NHWC"): ("x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2"),
     ("depthwise_grad_input", "NCHW"): ("x_in", "x_in", "x_out", "t2", "t2", "t2", "i"),
