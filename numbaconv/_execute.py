@@ -231,7 +231,9 @@ def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
     has_bias = bias is not None
     b = bias if has_bias else np.zeros(1, x.dtype)
     if plan.layout == "NCHW":
-        kernel(x, w, b, has_bias, out, t.htab, t.wtab, t.wint, t.sw)
+        dh, dw = plan.geometry.dilation
+        kernel(x, w, b, has_bias, out, t.prow, t.pcol, plan.geometry.pads[2], t.sh, t.sw, dh,
+               dw)
     else:
         kernel(x, w, b, has_bias, out, t.htab, t.wtab)
 

@@ -61,6 +61,22 @@ def interior(n_in: int, k: int, n_out: int, stride: int, dilation: int, pad: int
     return np.ascontiguousarray(np.stack([lo, lo + count, off], axis=1), dtype=np.int64)
 
 
+def padded_axis(n_in: int, k: int, n_out: int, stride: int, dilation: int, before: int,
+                after: int, mode: str, rows: bool = True) -> np.ndarray:
+    """table[i]: the input index at position i of the padded axis, or -1 for a zero.
+
+    The padded plane of the NCHW depthwise kernel.  Rows get slack past the
+    padded extent (zeros), because that kernel runs each tap as one loop over
+    a whole plane of pitch len(pcol): the columns past Q it computes and
+    drops read up to ``stride*P + (k-1)*dilation`` rows.
+    """
+    extent = n_in + before + after
+    size = max(extent, stride * n_out + (k - 1) * dilation + 1) if rows else extent
+    table = axis_table(n_in, 1, extent, 1, 1, before, mode)[0]
+    return np.ascontiguousarray(np.concatenate([table, np.full(size - extent, -1)]),
+                                dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class IndexTables:
     """What the gather/scatter kernels read instead of stride/padding/mode logic."""
@@ -71,6 +87,8 @@ class IndexTables:
     wint: np.ndarray  # (KW, 3) interior columns per kernel column
     sh: int
     sw: int
+    prow: np.ndarray  # padded-plane rows for the NCHW depthwise kernel (see padded_axis)
+    pcol: np.ndarray
 
     @classmethod
     def build(cls, g: Geometry) -> IndexTables:
@@ -83,6 +101,8 @@ class IndexTables:
             wint=interior(g.w, g.kw, g.q, sw, dw, pl),
             sh=sh,
             sw=sw,
+            prow=padded_axis(g.h, g.kh, g.p, sh, dh, pt, g.pads[1], g.padding_mode),
+            pcol=padded_axis(g.w, g.kw, g.q, sw, dw, pl, g.pads[3], g.padding_mode, rows=False),
         )
 
 

@@ -29,7 +29,7 @@ _PYFUNCS = {
 
 # Argument kinds of each kernel, in order (see the kernels' docstrings):
 # "x" activations (4-d), "c1"/"c2" flat or 2-d column buffers, "i" int64
-# scalars, "t2" int64 index tables.  Inputs are typed read-only so that a
+# scalars, "t1"/"t2" int64 index tables.  Inputs are typed read-only so that a
 # caller's read-only array is accepted without a copy.
 _ARGS = {
     ("im2col", "NCHW"): ("x_in", "i", "i", "i", "i", "c1_out", "i", "i", "t2", "t2", "t2", "t2",
@@ -39,7 +39,8 @@ _ARGS = {
     ("col2im", "NHWC"): ("c2_in", "i", "i", "i", "i", "x_out", "t2", "t2"),
     ("packed_gemm", "NCHW"): ("x_in", "c2_in", "c1_in", "i", "x_out", "t2", "t2", "t2", "t2",
                               "i", "i", "i", "i", "i", "i"),
-    ("depthwise", "NCHW"): ("x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2", "t2", "i"),
+    ("depthwise", "NCHW"): ("x_in", "x_in", "c1_in", "i", "x_out", "t1", "t1", "i", "i", "i",
+                            "i", "i"),
     ("depthwise", "NHWC"): ("x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2"),
     ("depthwise_grad_input", "NCHW"): ("x_in", "x_in", "x_out", "t2", "t2", "t2", "i"),
     ("depthwise_grad_input", "NHWC"): ("x_in", "x_in", "x_out", "t2", "t2", "i"),
@@ -58,6 +59,7 @@ def _signature(kind: str, layout: str, dtype: np.dtype):
         "c1_out": types.Array(f, 1, "C"),
         "c2_out": types.Array(f, 2, "C"),
         "i": types.int64,
+        "t1": types.Array(types.int64, 1, "C", readonly=True),
         "t2": types.Array(types.int64, 2, "C", readonly=True),
     }
     return types.void(*(make[a] for a in _ARGS[kind, layout]))

@@ -15,49 +15,79 @@ from numba import prange
 from ._copy import U
 
 
-def depthwise_nchw(x, w, bias, has_bias, out, htab, wtab, wint, sw):
+def depthwise_nchw(x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw):
     """out[n, o, p, q] = sum_{kh,kw} w[o, 0, kh, kw] * x[n, o // m, h, w] (+ bias[o]).
 
-    One task per (image, output channel) plane; the interior of each output
-    row is a unit- or fixed-stride multiply-add that LLVM vectorises.
+    One task per (image, output channel) plane.  The plane is first copied
+    into a padded scratch plane (``prow[i]``, ``pcol[j]``: the input row and
+    column of padded position (i, j), or -1 for a zero; this is where the
+    padding mode lives; columns ``before .. before+W-1`` are the unpadded
+    interior), so the multiply-adds need no edge cases.  With unit strides,
+    output (p, q) of tap (kh, kw) reads padded element
+    ``(p*WP + q) + kh*dh*WP + kw*dw``: linear in the flat index v = p*WP + q,
+    so each kernel row is ONE loop over the whole plane (columns q >= Q are
+    computed and dropped); row by row, 7x7 and 14x14 planes spent most of
+    their time on per-row bookkeeping.  Strided layers go row by row (a flat
+    loop would compute s times the needed columns).  Three-wide kernel rows
+    (the usual 3x3) add their three taps in one pass over the accumulator.
     """
     c_n, h_n, w_n = x.shape[1], x.shape[2], x.shape[3]
     n_n, o_n, p_n, q_n = out.shape
     m = o_n // c_n
-    kh_n = htab.shape[0]
-    kw_n = wtab.shape[0]
+    kh_n, kw_n = w.shape[2], w.shape[3]
+    hp = prow.shape[0]
+    wp = pcol.shape[0]
+    flat = sh == 1 and sw == 1
+    width = wp if flat else q_n  # row pitch of the accumulator
+    length = p_n * wp if flat else q_n  # one flat pass, or one output row
+    rows = 1 if flat else p_n
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
     wf = w.reshape(w.size)
     for task in prange(n_n * o_n):
         n = task // o_n
         o = task - n * o_n
-        base = task * p_n * q_n
-        b0 = bias[o] if has_bias else 0.0
-        for i in range(p_n * q_n):
-            of[U(base + i)] = b0
         plane = (n * c_n + o // m) * h_n * w_n
+        pad = np.empty(hp * wp, x.dtype)
+        for i in range(hp):
+            r = prow[i]
+            d = i * wp
+            if r < 0:
+                for j in range(wp):
+                    pad[U(d + j)] = 0
+                continue
+            src = plane + r * w_n
+            for j in range(before):
+                col = pcol[j]
+                pad[U(d + j)] = xf[U(src + col)] if col >= 0 else 0
+            for j in range(w_n):
+                pad[U(d + before + j)] = xf[U(src + j)]
+            for j in range(before + w_n, wp):
+                col = pcol[j]
+                pad[U(d + j)] = xf[U(src + col)] if col >= 0 else 0
+        acc = np.zeros(p_n * width, x.dtype)
         for kh in range(kh_n):
-            for kw in range(kw_n):
-                wv = wf[(o * kh_n + kh) * kw_n + kw]
-                a, z, off = wint[kw, 0], wint[kw, 1], wint[kw, 2]
-                for p in range(p_n):
-                    d = base + p * q_n
-                    h = htab[kh, p]
-                    if h < 0:
-                        for q in range(q_n):
-                            of[U(d + q)] += wv * 0.0
-                        continue
-                    srow = plane + h * w_n
-                    for q in range(a):
-                        col = wtab[kw, q]
-                        of[U(d + q)] += wv * (xf[U(srow + col)] if col >= 0 else 0.0)
-                    s = srow + off
-                    for q in range(a, z):
-                        of[U(d + q)] += wv * xf[U(s + q * sw)]
-                    for q in range(z, q_n):
-                        col = wtab[kw, q]
-                        of[U(d + q)] += wv * (xf[U(srow + col)] if col >= 0 else 0.0)
+            wk = (o * kh_n + kh) * kw_n
+            for p in range(rows):
+                a0 = p * width
+                s0 = (p * sh + kh * dh) * wp
+                if kw_n == 3:
+                    w0, w1, w2 = wf[wk], wf[wk + 1], wf[wk + 2]
+                    for v in range(length):
+                        t = s0 + v * sw
+                        acc[U(a0 + v)] += (w0 * pad[U(t)] + w1 * pad[U(t + dw)]
+                                           + w2 * pad[U(t + 2 * dw)])
+                else:
+                    for kw in range(kw_n):
+                        wv = wf[wk + kw]
+                        t = s0 + kw * dw
+                        for v in range(length):
+                            acc[U(a0 + v)] += wv * pad[U(t + v * sw)]
+        b0 = bias[o] if has_bias else 0.0
+        base = task * p_n * q_n
+        for p in range(p_n):
+            for q in range(q_n):
+                of[U(base + p * q_n + q)] = acc[U(p * width + q)] + b0
 
 
 def depthwise_nhwc(x, w, bias, has_bias, out, htab, wtab):
