@@ -42,9 +42,10 @@ def valid_geometry(h, w, kh, kw, dilation, pads, mode):
 
 
 @st.composite
-def conv_problems(draw, max_groups=3, og=(1, 4), max_size=9):
-    groups = draw(st.integers(1, max_groups))
-    cg, og = draw(st.integers(1, 4)), draw(st.integers(*og))
+def conv_problems(draw, max_groups=3, og=(1, 4), max_size=9, depthwise=False):
+    """Any legal problem; ``depthwise``: one input channel per group, more than one group."""
+    groups = draw(st.integers(2 if depthwise else 1, max_groups))
+    cg, og = 1 if depthwise else draw(st.integers(1, 4)), draw(st.integers(*og))
     n = draw(st.integers(0, 3))
     h, w = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))

@@ -36,6 +36,24 @@ def test_matches_reference(prob, dtype, layout, with_bias, seed):
     assert_close(y, ref, dtype)
 
 
+@given(prob=conv_problems(max_groups=6, og=(1, 3), max_size=16, depthwise=True),
+       dtype=st.sampled_from(DTYPES), layout=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**16))
+def test_depthwise_matches_reference(prob, dtype, layout, seed):
+    # Any kernel size, unequal strides and dilations, asymmetric padding: the
+    # NCHW kernel's phase-split scratch plane and its flat/row-wise passes.
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((prob["n"], prob["c"], prob["h"], prob["w"])).astype(dtype)
+    w = rng.standard_normal((prob["o"], 1, prob["kh"], prob["kw"])).astype(dtype)
+    b = rng.standard_normal(prob["o"]).astype(dtype)
+    kw = dict(stride=prob["stride_arg"], padding=prob["padding"], dilation=prob["dil_arg"],
+              groups=prob["groups"], padding_mode=prob["mode"])
+    assert numbaconv.explain(x, w, b, layout="NCHW", **kw).algorithm == "direct_depthwise"
+    y = run(x, w, b, layout, **kw)
+    ref = conv2d_ref(x, w, b, prob["stride"], prob["pads"], prob["dilation"], prob["groups"],
+                     prob["mode"])
+    assert_close(y, ref, dtype)
+
+
 RESNET50 = [(3, 224, 64, 7, 2, 3), (64, 56, 64, 1, 1, 0), (64, 56, 64, 3, 1, 1),
             (64, 56, 256, 1, 1, 0), (256, 56, 64, 1, 1, 0), (128, 56, 128, 3, 2, 1),
             (128, 28, 128, 3, 1, 1), (512, 28, 128, 1, 1, 0), (256, 14, 256, 3, 1, 1),

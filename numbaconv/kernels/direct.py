@@ -22,14 +22,16 @@ def depthwise_nchw(x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw
     into a padded scratch plane (``prow[i]``, ``pcol[j]``: the input row and
     column of padded position (i, j), or -1 for a zero; this is where the
     padding mode lives; columns ``before .. before+W-1`` are the unpadded
-    interior), so the multiply-adds need no edge cases.  With unit strides,
-    output (p, q) of tap (kh, kw) reads padded element
-    ``(p*WP + q) + kh*dh*WP + kw*dw``: linear in the flat index v = p*WP + q,
+    interior), so the multiply-adds need no edge cases.  The scratch plane
+    is split by column phase, ``pad[j % sw][i][j // sw]``, so that a strided
+    tap reads consecutive elements: output (p, q) of tap (kh, kw) reads
+    phase (kw*dw) % sw at column q + (kw*dw) // sw of row p*sh + kh*dh.
+
+    With unit strides that offset is linear in the flat index v = p*WP + q,
     so each kernel row is ONE loop over the whole plane (columns q >= Q are
     computed and dropped); row by row, 7x7 and 14x14 planes spent most of
-    their time on per-row bookkeeping.  Strided layers go row by row (a flat
-    loop would compute s times the needed columns).  Three-wide kernel rows
-    (the usual 3x3) add their three taps in one pass over the accumulator.
+    their time on per-row bookkeeping.  Three-wide kernel rows (the usual
+    3x3) add their three taps in one pass over the accumulator.
     """
     c_n, h_n, w_n = x.shape[1], x.shape[2], x.shape[3]
     n_n, o_n, p_n, q_n = out.shape
@@ -37,10 +39,14 @@ def depthwise_nchw(x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw
     kh_n, kw_n = w.shape[2], w.shape[3]
     hp = prow.shape[0]
     wp = pcol.shape[0]
+    wq = (wp + sw - 1) // sw  # columns of one phase
     flat = sh == 1 and sw == 1
-    width = wp if flat else q_n  # row pitch of the accumulator
-    length = p_n * wp if flat else q_n  # one flat pass, or one output row
+    width = wq if flat else q_n  # row pitch of the accumulator
+    length = p_n * wq if flat else q_n  # one flat pass, or one output row
     rows = 1 if flat else p_n
+    okw = np.empty(kw_n, np.int64)  # tap kw's offset in the phase-split plane
+    for kw in range(kw_n):
+        okw[kw] = ((kw * dw) % sw) * hp * wq + (kw * dw) // sw
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
     wf = w.reshape(w.size)
@@ -48,41 +54,48 @@ def depthwise_nchw(x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw
         n = task // o_n
         o = task - n * o_n
         plane = (n * c_n + o // m) * h_n * w_n
-        pad = np.empty(hp * wp, x.dtype)
+        pad = np.empty(sw * hp * wq, x.dtype)
         for i in range(hp):
             r = prow[i]
-            d = i * wp
-            if r < 0:
-                for j in range(wp):
-                    pad[U(d + j)] = 0
-                continue
             src = plane + r * w_n
-            for j in range(before):
-                col = pcol[j]
-                pad[U(d + j)] = xf[U(src + col)] if col >= 0 else 0
-            for j in range(w_n):
-                pad[U(d + before + j)] = xf[U(src + j)]
-            for j in range(before + w_n, wp):
-                col = pcol[j]
-                pad[U(d + j)] = xf[U(src + col)] if col >= 0 else 0
+            for ph in range(sw):
+                d = (ph * hp + i) * wq
+                if r < 0:
+                    for jj in range(wq):
+                        pad[U(d + jj)] = 0
+                    continue
+                # columns j = jj*sw + ph; the interior (before <= j < before + W) is a
+                # straight (strided) copy, the rest goes through the table
+                lo = min(max((before - ph + sw - 1) // sw, 0), wq)
+                hi = max(min((before + w_n - ph + sw - 1) // sw, wq), lo)
+                for jj in range(lo):
+                    col = pcol[jj * sw + ph]
+                    pad[U(d + jj)] = xf[U(src + col)] if col >= 0 else 0
+                s0 = src + ph - before
+                for jj in range(lo, hi):
+                    pad[U(d + jj)] = xf[U(s0 + jj * sw)]
+                for jj in range(hi, wq):
+                    j = jj * sw + ph
+                    col = pcol[j] if j < wp else -1
+                    pad[U(d + jj)] = xf[U(src + col)] if col >= 0 else 0
         acc = np.zeros(p_n * width, x.dtype)
         for kh in range(kh_n):
             wk = (o * kh_n + kh) * kw_n
             for p in range(rows):
                 a0 = p * width
-                s0 = (p * sh + kh * dh) * wp
+                s0 = (p * sh + kh * dh) * wq
                 if kw_n == 3:
                     w0, w1, w2 = wf[wk], wf[wk + 1], wf[wk + 2]
+                    t0, t1, t2 = s0 + okw[0], s0 + okw[1], s0 + okw[2]
                     for v in range(length):
-                        t = s0 + v * sw
-                        acc[U(a0 + v)] += (w0 * pad[U(t)] + w1 * pad[U(t + dw)]
-                                           + w2 * pad[U(t + 2 * dw)])
+                        acc[U(a0 + v)] += (w0 * pad[U(t0 + v)] + w1 * pad[U(t1 + v)]
+                                           + w2 * pad[U(t2 + v)])
                 else:
                     for kw in range(kw_n):
                         wv = wf[wk + kw]
-                        t = s0 + kw * dw
+                        t = s0 + okw[kw]
                         for v in range(length):
-                            acc[U(a0 + v)] += wv * pad[U(t + v * sw)]
+                            acc[U(a0 + v)] += wv * pad[U(t + v)]
         b0 = bias[o] if has_bias else 0.0
         base = task * p_n * q_n
         for p in range(p_n):
