@@ -10,11 +10,13 @@ compute dtype; they treat the inputs as read-only.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
+import numba
 import numpy as np
 
-from . import kernels
+from . import config, kernels
 from ._args import ceil_div
 from ._plan import Plan
 
@@ -84,6 +86,24 @@ def _nchw_strides(cols: np.ndarray, nb: int, row_major: bool) -> tuple[int, int,
     return length, cols.shape[1] * length, length  # (nb, C*KH*KW, pb*Q)
 
 
+@contextlib.contextmanager
+def _serial_if(serial: bool):
+    """Run the kernels launched inside on the calling thread alone (``config.serial_gather_bytes``).
+
+    ``numba.set_num_threads`` is per calling thread, so concurrent callers
+    keep their own counts.
+    """
+    if not serial:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def gather(plan: Plan, x: np.ndarray, cols: np.ndarray, n0: int = 0, p0: int = 0,
            nb: int | None = None, row_major: bool = False) -> None:
     """im2col of images ``n0:n0+nb``, output rows ``p0:p0+pb``, into ``cols``.
@@ -96,12 +116,13 @@ def gather(plan: Plan, x: np.ndarray, cols: np.ndarray, n0: int = 0, p0: int = 0
     g, t = plan.geometry, plan.tables
     nb = g.n - n0 if nb is None else nb
     kernel = kernels.get("im2col", plan.layout, plan.dtype)
-    if plan.layout == "NCHW":
-        length, bstride, rstride = _nchw_strides(cols, nb, row_major)
-        kernel(x, n0, p0, nb, length // g.q, cols.reshape(-1), bstride, rstride, t.htab,
-               t.wtab, t.hint, t.wint, t.sh, t.sw)
-    else:
-        kernel(x, n0, p0, nb, g.groups, cols, t.htab, t.wtab, t.wint)
+    with _serial_if(cols.nbytes <= config.serial_gather_bytes):
+        if plan.layout == "NCHW":
+            length, bstride, rstride = _nchw_strides(cols, nb, row_major)
+            kernel(x, n0, p0, nb, length // g.q, cols.reshape(-1), bstride, rstride, t.htab,
+                   t.wtab, t.hint, t.wint, t.sh, t.sw)
+        else:
+            kernel(x, n0, p0, nb, g.groups, cols, t.htab, t.wtab, t.wint)
 
 
 def scatter(plan: Plan, cols: np.ndarray, x: np.ndarray, n0: int = 0, p0: int = 0,

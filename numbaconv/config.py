@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["max_workspace_bytes", "gemm_batch_below", "disk_cache", "num_threads", "reset"]
+__all__ = ["max_workspace_bytes", "gemm_batch_below", "serial_gather_bytes", "disk_cache",
+           "num_threads", "reset"]
 
 _DEFAULTS = {
     # 64 MiB keeps the column buffer of any ResNet-sized layer to a few chunks,
@@ -27,6 +28,12 @@ _DEFAULTS = {
     # NCHW: below this many output pixels per image, one GEMM covers a chunk
     # of images instead of one GEMM per image (thin GEMMs run slowly).
     "gemm_batch_below": 1024,
+    # A gather that writes at most this many bytes runs on the calling thread
+    # alone.  After every GEMM, OpenBLAS's worker spins on the other core for
+    # ~0.1 s; a two-thread gather shares that core with it and lost more than
+    # the second thread gave (ResNet-50 batch 1, 12 layers back to back: 24 vs
+    # 32 ms).  0 turns it off.  See docs/threads.md.
+    "serial_gather_bytes": 8 * 2**20,
     "disk_cache": True,
     "num_threads": None,  # None: let Numba decide (all cores)
 }
@@ -70,6 +77,7 @@ def reset() -> None:
 
 max_workspace_bytes: int
 gemm_batch_below: int
+serial_gather_bytes: int
 disk_cache: bool
 num_threads: int | None
 reset()
