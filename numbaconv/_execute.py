@@ -88,7 +88,7 @@ def _nchw_strides(cols: np.ndarray, nb: int, row_major: bool) -> tuple[int, int,
 
 @contextlib.contextmanager
 def _serial_if(serial: bool):
-    """Run the kernels launched inside on the calling thread alone (``config.serial_gather_bytes``).
+    """Run the kernels launched inside on the calling thread alone (``config.serial_kernel_bytes``).
 
     ``numba.set_num_threads`` is per calling thread, so concurrent callers
     keep their own counts.
@@ -116,7 +116,7 @@ def gather(plan: Plan, x: np.ndarray, cols: np.ndarray, n0: int = 0, p0: int = 0
     g, t = plan.geometry, plan.tables
     nb = g.n - n0 if nb is None else nb
     kernel = kernels.get("im2col", plan.layout, plan.dtype)
-    with _serial_if(cols.nbytes <= config.serial_gather_bytes):
+    with _serial_if(cols.nbytes <= config.serial_kernel_bytes):
         if plan.layout == "NCHW":
             length, bstride, rstride = _nchw_strides(cols, nb, row_major)
             kernel(x, n0, p0, nb, length // g.q, cols.reshape(-1), bstride, rstride, t.htab,
@@ -251,12 +251,13 @@ def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
     kernel = kernels.get("depthwise", plan.layout, plan.dtype)
     has_bias = bias is not None
     b = bias if has_bias else np.zeros(1, x.dtype)
-    if plan.layout == "NCHW":
-        dh, dw = plan.geometry.dilation
-        kernel(x, w, b, has_bias, out, t.prow, t.pcol, plan.geometry.pads[2], t.sh, t.sw, dh,
-               dw)
-    else:
-        kernel(x, w, b, has_bias, out, t.htab, t.wtab)
+    with _serial_if(x.nbytes + out.nbytes <= config.serial_kernel_bytes):
+        if plan.layout == "NCHW":
+            dh, dw = plan.geometry.dilation
+            kernel(x, w, b, has_bias, out, t.prow, t.pcol, plan.geometry.pads[2], t.sh, t.sw,
+                   dh, dw)
+        else:
+            kernel(x, w, b, has_bias, out, t.htab, t.wtab)
 
 
 RUNNERS = {"gemm_1x1": run_gemm_1x1, "im2col_gemm": run_im2col_gemm,

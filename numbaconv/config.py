@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["max_workspace_bytes", "gemm_batch_below", "serial_gather_bytes", "disk_cache",
+__all__ = ["max_workspace_bytes", "gemm_batch_below", "serial_kernel_bytes", "disk_cache",
            "num_threads", "reset"]
 
 _DEFAULTS = {
@@ -28,12 +28,13 @@ _DEFAULTS = {
     # NCHW: below this many output pixels per image, one GEMM covers a chunk
     # of images instead of one GEMM per image (thin GEMMs run slowly).
     "gemm_batch_below": 1024,
-    # A gather that writes at most this many bytes runs on the calling thread
-    # alone.  After every GEMM, OpenBLAS's worker spins on the other core for
-    # ~0.1 s; a two-thread gather shares that core with it and lost more than
-    # the second thread gave (ResNet-50 batch 1, 12 layers back to back: 24 vs
-    # 32 ms).  0 turns it off.  See docs/threads.md.
-    "serial_gather_bytes": 8 * 2**20,
+    # A gather that writes, or a depthwise kernel that reads and writes, at
+    # most this many bytes runs on the calling thread alone.  After every
+    # GEMM, OpenBLAS's worker spins on the other core for ~0.1 s; a parallel
+    # kernel shares that core with it and lost more than the second thread
+    # gave (batch 1, layers back to back: ResNet-50 24-27 vs 27-30 ms,
+    # MobileNetV2 NHWC 12 vs 20 ms).  0 turns it off.  See docs/threads.md.
+    "serial_kernel_bytes": 8 * 2**20,
     "disk_cache": True,
     "num_threads": None,  # None: let Numba decide (all cores)
 }
@@ -77,7 +78,7 @@ def reset() -> None:
 
 max_workspace_bytes: int
 gemm_batch_below: int
-serial_gather_bytes: int
+serial_kernel_bytes: int
 disk_cache: bool
 num_threads: int | None
 reset()

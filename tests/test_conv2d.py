@@ -423,21 +423,22 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_serial_gather_gives_the_same_result_and_restores_the_thread_count(layout, rng,
+def test_serial_kernels_give_the_same_result_and_restore_the_thread_count(layout, rng,
                                                                           restore_config):
     import numba
 
     x = rng.standard_normal((2, 5, 9, 8))
-    w = rng.standard_normal((4, 5, 3, 3))
-    results = []
-    for limit in (0, 2**40):  # never serial, always serial
-        restore_config.serial_gather_bytes = limit
-        before = numba.get_num_threads()
-        results.append(run(x, w, None, layout, padding=1))
-        assert numba.get_num_threads() == before
-    np.testing.assert_array_equal(results[0], results[1])
-    assert_close(results[1], conv2d_ref(x, w, None, (1, 1), (1,) * 4, (1, 1), 1, "zeros"),
-                 np.float64)
+    dense, depthwise = rng.standard_normal((4, 5, 3, 3)), rng.standard_normal((5, 1, 3, 3))
+    for w, groups in ((dense, 1), (depthwise, 5)):  # the gather, the depthwise kernel
+        results = []
+        for limit in (0, 2**40):  # never serial, always serial
+            restore_config.serial_kernel_bytes = limit
+            before = numba.get_num_threads()
+            results.append(run(x, w, None, layout, padding=1, groups=groups))
+            assert numba.get_num_threads() == before
+        np.testing.assert_array_equal(results[0], results[1])
+        ref = conv2d_ref(x, w, None, (1, 1), (1,) * 4, (1, 1), groups, "zeros")
+        assert_close(results[1], ref, np.float64)
 
 
 def test_workspace_is_kept_per_thread_and_can_be_released(rng):
