@@ -87,13 +87,15 @@ def _nchw_strides(cols: np.ndarray, nb: int, row_major: bool) -> tuple[int, int,
 
 
 @contextlib.contextmanager
-def _serial_if(serial: bool):
-    """Run the kernels launched inside on the calling thread alone (``config.serial_kernel_bytes``).
+def serial_below(nbytes: int):
+    """Kernels launched inside run on the calling thread alone if ``nbytes`` is small.
 
-    ``numba.set_num_threads`` is per calling thread, so concurrent callers
-    keep their own counts.
+    Small means at most ``config.serial_kernel_bytes``: then OpenBLAS's worker,
+    spinning after the last GEMM, keeps the other core to itself (see
+    ``config``).  ``numba.set_num_threads`` is per calling thread, so
+    concurrent callers keep their own counts.
     """
-    if not serial:
+    if nbytes > config.serial_kernel_bytes:
         yield
         return
     before = numba.get_num_threads()
@@ -116,7 +118,7 @@ def gather(plan: Plan, x: np.ndarray, cols: np.ndarray, n0: int = 0, p0: int = 0
     g, t = plan.geometry, plan.tables
     nb = g.n - n0 if nb is None else nb
     kernel = kernels.get("im2col", plan.layout, plan.dtype)
-    with _serial_if(cols.nbytes <= config.serial_kernel_bytes):
+    with serial_below(cols.nbytes):
         if plan.layout == "NCHW":
             length, bstride, rstride = _nchw_strides(cols, nb, row_major)
             kernel(x, n0, p0, nb, length // g.q, cols.reshape(-1), bstride, rstride, t.htab,
@@ -135,12 +137,13 @@ def scatter(plan: Plan, cols: np.ndarray, x: np.ndarray, n0: int = 0, p0: int = 
     g, t = plan.geometry, plan.tables
     nb = g.n - n0 if nb is None else nb
     kernel = kernels.get("col2im", plan.layout, plan.dtype)
-    if plan.layout == "NCHW":
-        length, bstride, rstride = _nchw_strides(cols, nb, row_major)
-        kernel(cols.reshape(-1), n0, p0, nb, length // g.q, bstride, rstride, x, t.htab,
-               t.wtab, t.wint, t.sw)
-        return
-    kernel(cols, n0, p0, nb, g.groups, x, t.htab, t.wtab)
+    with serial_below(cols.nbytes):
+        if plan.layout == "NCHW":
+            length, bstride, rstride = _nchw_strides(cols, nb, row_major)
+            kernel(cols.reshape(-1), n0, p0, nb, length // g.q, bstride, rstride, x, t.htab,
+                   t.wtab, t.wint, t.sw)
+        else:
+            kernel(cols, n0, p0, nb, g.groups, x, t.htab, t.wtab)
 
 
 def channel_block(channels: int, images: int, threads: int) -> int:
@@ -251,7 +254,7 @@ def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
     kernel = kernels.get("depthwise", plan.layout, plan.dtype)
     has_bias = bias is not None
     b = bias if has_bias else np.zeros(1, x.dtype)
-    with _serial_if(x.nbytes + out.nbytes <= config.serial_kernel_bytes):
+    with serial_below(x.nbytes + out.nbytes):
         if plan.layout == "NCHW":
             dh, dw = plan.geometry.dilation
             kernel(x, w, b, has_bias, out, t.prow, t.pcol, plan.geometry.pads[2], t.sh, t.sw,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _args, kernels
-from ._execute import channel_block, gather, packed_weight, scatter, workspace
+from ._execute import channel_block, gather, packed_weight, scatter, serial_below, workspace
 from ._plan import Plan, get_plan, is_depthwise, is_pointwise
 
 __all__ = ["conv2d_backward", "conv2d_grad_input", "conv2d_grad_weight"]
@@ -140,12 +140,13 @@ def _depthwise_grad(kind: str, g, layout, dtype, a, b, shape) -> np.ndarray:
     t = plan.tables
     out = np.empty(shape, dtype)
     kernel = kernels.get(kind, layout.name, plan.dtype)
-    if layout.name == "NCHW":
-        kernel(a, b, out, t.htab, t.wtab, t.wint, t.sw)
-    elif kind == "depthwise_grad_input":
-        kernel(a, b, out, t.htab, t.wtab, channel_block(g.c, g.n, plan.threads))
-    else:  # blocks of output channels, at least 4 per thread
-        kernel(a, b, out, t.htab, t.wtab, max(_args.ceil_div(g.o, 4 * plan.threads), 8))
+    with serial_below(a.nbytes + b.nbytes + out.nbytes):
+        if layout.name == "NCHW":
+            kernel(a, b, out, t.htab, t.wtab, t.wint, t.sw)
+        elif kind == "depthwise_grad_input":
+            kernel(a, b, out, t.htab, t.wtab, channel_block(g.c, g.n, plan.threads))
+        else:  # blocks of output channels, at least 4 per thread
+            kernel(a, b, out, t.htab, t.wtab, max(_args.ceil_div(g.o, 4 * plan.threads), 8))
     return out
 
 

@@ -28,8 +28,9 @@ _DEFAULTS = {
     # NCHW: below this many output pixels per image, one GEMM covers a chunk
     # of images instead of one GEMM per image (thin GEMMs run slowly).
     "gemm_batch_below": 1024,
-    # A gather that writes, or a depthwise kernel that reads and writes, at
-    # most this many bytes runs on the calling thread alone.  After every
+    # A gather or scatter (im2col/col2im) whose column buffer, or a depthwise
+    # kernel whose operands, take at most this many bytes runs on the calling
+    # thread alone.  After every
     # GEMM, OpenBLAS's worker spins on the other core for ~0.1 s; a parallel
     # kernel shares that core with it and lost more than the second thread
     # gave (batch 1, layers back to back: ResNet-50 24-27 vs 27-30 ms,
