@@ -248,6 +248,29 @@ def run_packed_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndar
            t.wint, t.sh, t.sw, g.groups, kc, nc, mc)
 
 
+def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray) -> None:
+    g, t = plan.geometry, plan.tables
+    kc, per, panels = plan.tile
+    k = g.cg * g.kh * g.kw
+    nr = kernels.panel_width(plan.dtype)
+    hp, wp = len(t.prow), len(t.pcol)
+    buf = workspace(plan.workspace_bytes, x.dtype)
+    nwp = g.groups * ceil_div(g.og, nr) * k * nr
+    wpk = _view(buf[:nwp], (g.groups, ceil_div(g.og, nr), k, nr))
+    with serial_below(wpk.nbytes):
+        kernels.get("pack_panels", "NHWC", plan.dtype)(_view(w, (k, g.o)), wpk)
+    has_bias = bias is not None
+    b = bias if has_bias else np.zeros(1, x.dtype)
+    conv = kernels.get("indirect_gemm", "NHWC", plan.dtype)
+    for n0 in range(0, g.n, plan.batch_chunk):
+        nb = min(plan.batch_chunk, g.n - n0)
+        xp = _view(buf[nwp : nwp + nb * hp * wp * g.c], (nb, hp, wp, g.c))
+        with serial_below(xp.nbytes):
+            kernels.get("pad", "NHWC", plan.dtype)(x[n0 : n0 + nb], xp, t.prow, t.pcol)
+        conv(xp, wpk, b, has_bias, out[n0 : n0 + nb], plan.offsets, t.sh, t.sw, kc, per,
+             panels)
+
+
 def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
                          out: np.ndarray) -> None:
     t = plan.tables
@@ -264,5 +287,5 @@ def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
 
 
 RUNNERS = {"gemm_1x1": run_gemm_1x1, "im2col_gemm": run_im2col_gemm,
-           "packed_gemm": run_packed_gemm,
+           "packed_gemm": run_packed_gemm, "indirect_gemm": run_indirect_gemm,
            "direct_depthwise": run_direct_depthwise}

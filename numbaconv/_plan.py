@@ -22,7 +22,7 @@ from ._args import Geometry, Layout, ceil_div
 from .kernels import gemm
 from .kernels.gemm import MR
 
-ALGORITHMS = ("gemm_1x1", "im2col_gemm", "packed_gemm", "direct_depthwise")
+ALGORITHMS = ("gemm_1x1", "im2col_gemm", "indirect_gemm", "packed_gemm", "direct_depthwise")
 
 
 # --------------------------------------------------------------------------
@@ -146,8 +146,12 @@ class Plan:
     threads : int
         Numba threads the kernels run on.
     tile : (kc, nc, mc) or None
-        packed_gemm only: column-matrix rows, output pixels and output
-        channels per task (see ``kernels.gemm.conv_nchw``).
+        packed_gemm: column-matrix rows, output pixels and output channels
+        per task (see ``kernels.gemm.conv_nchw``).  indirect_gemm: (kc,
+        tiles of MR pixels, weight panels) per task (see
+        ``kernels.gemm.conv_nhwc_indirect``).
+    offsets : int64 array or None
+        indirect_gemm only: ``koff``, where each tap lies in the padded input.
     """
 
     algorithm: str
@@ -166,6 +170,7 @@ class Plan:
     threads: int
     tables: IndexTables | None = field(default=None, repr=False, compare=False)
     tile: tuple[int, int, int] | None = None
+    offsets: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def chunks(self) -> int:
@@ -181,10 +186,14 @@ class Plan:
         pt, pb, pl, pr = g.pads
         how = "one GEMM per chunk" if self.gemm_batched or self.layout == "NHWC" else (
             "one GEMM per image")
-        if self.tile:
+        if self.tile and self.algorithm == "packed_gemm":
             kc, nc, mc = self.tile
             how = (f"tiles of {kc} rows x {nc} pixels x {mc} channels packed per thread, "
                    "Numba micro-kernel")
+        elif self.tile:
+            kc, mt, ob = self.tile
+            how = (f"no column matrix: Numba micro-kernel on the padded input, tasks of "
+                   f"{mt * MR} pixels x {ob} weight panel(s), K blocks of {kc}")
         gemm = (f"  GEMM   M x N x K = {self.gemm_m} x {self.gemm_n} x {self.gemm_k}, "
                 f"{self.gemm_calls} call(s), {how}" if self.gemm_calls else
                 "  GEMM   none: a direct multiply-add kernel")
@@ -241,7 +250,22 @@ def gemm_batched(g: Geometry, layout: str) -> bool:
     return layout == "NCHW" and g.n > 1 and g.p * g.q < config.gemm_batch_below
 
 
-def choose_algorithm(g: Geometry, layout: str) -> str:
+def indirect_fits(g: Geometry, dtype: np.dtype) -> bool:
+    """Whether one padded image and the packed weight fit in the workspace bound."""
+    return _indirect_bytes(g, dtype, 1) <= config.max_workspace_bytes
+
+
+def _indirect_bytes(g: Geometry, dtype: np.dtype, images: int) -> int:
+    """indirect_gemm's workspace: ``images`` padded images plus the weight panels."""
+    pt, pb, pl, pr = g.pads
+    padded = (max(g.h + pt + pb, g.stride[0] * g.p + (g.kh - 1) * g.dilation[0] + 1)
+              * (g.w + pl + pr) * g.c)
+    nr = gemm.panel_width(dtype.name)
+    panels = g.groups * ceil_div(g.og, nr) * nr * g.cg * g.kh * g.kw
+    return (images * padded + panels) * dtype.itemsize
+
+
+def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype) -> str:
     """The dispatcher's rule, in order of preference.
 
     ``packed_gemm`` is not chosen automatically.  Layer by layer it took
@@ -257,7 +281,29 @@ def choose_algorithm(g: Geometry, layout: str) -> str:
         return "direct_depthwise"
     if is_pointwise(g):
         return "gemm_1x1"
+    if (layout == "NHWC" and g.cg * g.kh * g.kw <= 1152 and g.n * g.p * g.q >= 4096
+            and indirect_fits(g, dtype)):
+        return "indirect_gemm"
     return "im2col_gemm"
+
+
+def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int
+                  ) -> tuple[int, int, int]:
+    """(kc, tiles per task, weight panels per task) of indirect_gemm.
+
+    kc: K blocks of at most 256 (one block of MR pixels' A and one weight
+    panel stay in L1).  At most 32 tiles (192 pixels) per task, fewer when
+    that leaves under four tasks per thread; then weight panels are split
+    across tasks too.
+    """
+    k = g.cg * g.kh * g.kw
+    kc = ceil_div(k, ceil_div(k, 256))
+    tiles = ceil_div(max(images, 1) * g.p * g.q, MR)
+    per = min(32, max(1, ceil_div(tiles, 4 * threads)))
+    tasks = g.groups * ceil_div(tiles, per)
+    panels = ceil_div(g.og, gemm.panel_width(dtype.name))
+    split = ceil_div(4 * threads, tasks) if tasks < 4 * threads else 1
+    return kc, per, max(1, ceil_div(panels, split))
 
 
 def packed_tile(g: Geometry, dtype: np.dtype, threads: int) -> tuple[int, int, int]:
@@ -290,13 +336,15 @@ def packed_tile(g: Geometry, dtype: np.dtype, threads: int) -> tuple[int, int, i
 def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto") -> Plan:
     """Build (uncached) the plan for one problem; ``algorithm`` may force one."""
     if algorithm == "auto":
-        algorithm = choose_algorithm(g, layout.name)
+        algorithm = choose_algorithm(g, layout.name, np.dtype(dtype))
     elif algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm: expected 'auto' or one of {list(ALGORITHMS)}, got "
                          f"{algorithm!r}")
     elif algorithm == "gemm_1x1" and not is_pointwise(g):
         raise ValueError("algorithm: 'gemm_1x1' needs a 1x1 kernel, stride 1 and no padding, "
                          f"got kernel {g.kh}x{g.kw}, stride {g.stride}, padding {g.pads}")
+    elif algorithm == "indirect_gemm" and layout.name != "NHWC":
+        raise ValueError(f"algorithm: 'indirect_gemm' needs layout 'NHWC', got {layout.name!r}")
     elif algorithm == "packed_gemm" and not packable(g, layout.name):
         raise ValueError(f"algorithm: 'packed_gemm' needs layout 'NCHW' and at least {MR} output "
                          f"channels per group, got layout {layout.name!r} with {g.og}")
@@ -320,6 +368,24 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
                     gemm_batched=False, batch_chunk=max(g.n, 1), row_chunk=g.p,
                     workspace_bytes=threads * kc * nc * item, max_workspace_bytes=limit,
                     threads=threads, tables=IndexTables.build(g), tile=(kc, nc, mc))
+    if algorithm == "indirect_gemm":
+        # Whole images per chunk (a padded image cannot be split); at least one.
+        per_image = _indirect_bytes(g, dtype, 1) - _indirect_bytes(g, dtype, 0)
+        room = limit - _indirect_bytes(g, dtype, 0)
+        bc = max(1, min(max(g.n, 1), room // per_image if room > 0 else 1))
+        bc = ceil_div(max(g.n, 1), ceil_div(max(g.n, 1), bc))  # balanced chunks
+        tables = IndexTables.build(g)
+        wp = len(tables.pcol)
+        kh, kw, c = np.meshgrid(np.arange(g.kh), np.arange(g.kw), np.arange(g.cg), indexing="ij")
+        koff = ((kh * g.dilation[0] * wp + kw * g.dilation[1]) * g.c + c).reshape(-1)
+        return Plan(algorithm, layout=layout.name, dtype=dtype.name, geometry=g,
+                    gemm_m=bc * g.p * g.q, gemm_n=g.og, gemm_k=g.cg * g.kh * g.kw,
+                    gemm_calls=g.groups * ceil_div(g.n, bc) if g.n else 0, gemm_batched=False,
+                    batch_chunk=bc, row_chunk=g.p,
+                    workspace_bytes=_indirect_bytes(g, dtype, bc) if g.n else 0,
+                    max_workspace_bytes=limit, threads=threads, tables=tables,
+                    tile=indirect_tile(g, dtype, bc, threads),
+                    offsets=np.ascontiguousarray(koff, dtype=np.int64))
     nchw = layout.name == "NCHW"
     batched = gemm_batched(g, layout.name)
     kk = g.kh * g.kw

@@ -7,5 +7,6 @@ a surprise recompilation.
 """
 
 from ._factory import cache_clear, get, kernel_cache_info
+from .gemm import panel_width
 
-__all__ = ["cache_clear", "get", "kernel_cache_info"]
+__all__ = ["cache_clear", "get", "kernel_cache_info", "panel_width"]

@@ -43,59 +43,99 @@ def _vector_width(dtype) -> int:
     return 32 // np.dtype(str(dtype)).itemsize  # one 256-bit AVX register
 
 
+def _tile_codegen(context, builder, dtype, a_rows, a_at, b_row, k_n, c_ptr, c_ld):
+    """LLVM IR of the MR x NR register tile, ``C += A @ B``.
+
+    ``a_rows``: MR base pointers; ``a_at(row, k)``: pointer to A[i, k] from
+    row i's base; ``b_row(k)``: pointer to row k of B.  The accumulators live
+    in allocas that LLVM promotes to vector registers.
+    """
+    vw = _vector_width(dtype)
+    item = np.dtype(str(dtype)).itemsize
+    nv = LINE // (vw * item)  # vectors per tile row
+    vec = ir.VectorType(context.get_value_type(dtype), vw)
+    vptr = vec.as_pointer()
+    i64 = ir.IntType(64)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                         f"llvm.fma.v{vw}f{8 * item}")
+    acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for _ in range(nv)]
+           for _ in range(MR)]
+    splat = ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw)
+    with cgutils.for_range(builder, k_n) as loop:
+        at = a_at(loop.index)
+        brow = b_row(loop.index)
+        bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, j * vw)]), vptr),
+                           align=item) for j in range(nv)]
+        for i in range(MR):
+            av = builder.insert_element(ir.Constant(vec, ir.Undefined),
+                                        builder.load(at(a_rows[i])),
+                                        ir.Constant(ir.IntType(32), 0))
+            av = builder.shuffle_vector(av, ir.Constant(vec, ir.Undefined), splat)
+            for j in range(nv):
+                builder.store(builder.call(fma, [av, bv[j], builder.load(acc[i][j])]),
+                              acc[i][j])
+    for i in range(MR):
+        crow = builder.gep(c_ptr, [builder.mul(c_ld, ir.Constant(i64, i))])
+        for j in range(nv):
+            p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, j * vw)]), vptr)
+            builder.store(builder.fadd(builder.load(p, align=item), builder.load(acc[i][j])),
+                          p, align=item)
+
+
+def _data(context, builder, ty, val, off):
+    """Pointer to element ``off`` of a 1-d array argument."""
+    return builder.gep(context.make_array(ty)(context, builder, val).data, [off])
+
+
 @intrinsic
 def microkernel(typingctx, kc, a, a0, lda, b, b0, ldb, c, c0, ldc):
     """C[c0 + i*ldc + j] += sum_k a[a0 + i*lda + k] * b[b0 + k*ldb + j], i < MR, j < NR."""
-    dtype = a.dtype
-    vw = _vector_width(dtype)
-    nv = LINE // (vw * np.dtype(str(dtype)).itemsize)  # vectors per panel row
 
     def codegen(context, builder, sig, args):
         k_n, a_arr, a_off, a_ld, b_arr, b_off, b_ld, c_arr, c_off, c_ld = args
-        scalar = context.get_value_type(dtype)
-        item = np.dtype(str(dtype)).itemsize
-        vec = ir.VectorType(scalar, vw)
-        vptr = vec.as_pointer()
         i64 = ir.IntType(64)
-
-        def data(ty, val, off):
-            return builder.gep(context.make_array(ty)(context, builder, val).data, [off])
-
-        pa = data(sig.args[1], a_arr, a_off)
-        pb = data(sig.args[4], b_arr, b_off)
-        pc = data(sig.args[7], c_arr, c_off)
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vec, [vec] * 3),
-            f"llvm.fma.v{vw}f{8 * item}")
-        # Accumulators live in allocas that LLVM promotes to registers.
-        acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for _ in range(nv)]
-               for _ in range(MR)]
-        arows = [builder.gep(pa, [builder.mul(a_ld, ir.Constant(i64, i))]) for i in range(MR)]
-        splat = ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw)
-        with cgutils.for_range(builder, k_n) as loop:
-            k = loop.index
-            brow = builder.gep(pb, [builder.mul(k, b_ld)])
-            bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, j * vw)]),
-                                               vptr), align=item)
-                  for j in range(nv)]
-            for i in range(MR):
-                s = builder.load(builder.gep(arows[i], [k]))
-                av = builder.insert_element(ir.Constant(vec, ir.Undefined), s,
-                                            ir.Constant(ir.IntType(32), 0))
-                av = builder.shuffle_vector(av, ir.Constant(vec, ir.Undefined), splat)
-                for j in range(nv):
-                    builder.store(builder.call(fma, [av, bv[j], builder.load(acc[i][j])]),
-                                  acc[i][j])
-        for i in range(MR):
-            crow = builder.gep(pc, [builder.mul(c_ld, ir.Constant(i64, i))])
-            for j in range(nv):
-                p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, j * vw)]), vptr)
-                total = builder.fadd(builder.load(p, align=item),
-                                     builder.load(acc[i][j]))
-                builder.store(total, p, align=item)
+        pa = _data(context, builder, sig.args[1], a_arr, a_off)
+        pb = _data(context, builder, sig.args[4], b_arr, b_off)
+        rows = [builder.gep(pa, [builder.mul(a_ld, ir.Constant(i64, i))]) for i in range(MR)]
+        _tile_codegen(context, builder, a.dtype, rows,
+                      lambda k: (lambda row: builder.gep(row, [k])),
+                      lambda k: builder.gep(pb, [builder.mul(k, b_ld)]), k_n,
+                      _data(context, builder, sig.args[7], c_arr, c_off), c_ld)
         return context.get_dummy_value()
 
     return types.void(kc, a, a0, lda, b, b0, ldb, c, c0, ldc), codegen
+
+
+@intrinsic
+def microkernel_indirect(typingctx, kc, a, rows, r0, koff, k0, b, b0, c, c0, ldc):
+    """C[c0 + i*ldc + j] += sum_k a[rows[r0 + i] + koff[k0 + k]] * b[b0 + k*NR + j].
+
+    A is read in place through two offset tables: ``rows`` (where output
+    pixel i's receptive field starts) and ``koff`` (where tap k of it lies),
+    so a convolution needs no column matrix.  B is a packed panel.
+    """
+
+    def codegen(context, builder, sig, args):
+        k_n, a_arr, r_arr, r_off, t_arr, t_off, b_arr, b_off, c_arr, c_off, c_ld = args
+        i64 = ir.IntType(64)
+        nr = LINE // np.dtype(str(a.dtype)).itemsize
+        pa = _data(context, builder, sig.args[1], a_arr, ir.Constant(i64, 0))
+        pr = _data(context, builder, sig.args[2], r_arr, r_off)
+        pt = _data(context, builder, sig.args[4], t_arr, t_off)
+        pb = _data(context, builder, sig.args[6], b_arr, b_off)
+        bases = [builder.gep(pa, [builder.load(builder.gep(pr, [ir.Constant(i64, i)]))])
+                 for i in range(MR)]
+
+        def a_at(k):
+            ko = builder.load(builder.gep(pt, [k]))
+            return lambda row: builder.gep(row, [ko])
+
+        _tile_codegen(context, builder, a.dtype, bases, a_at,
+                      lambda k: builder.gep(pb, [builder.mul(k, ir.Constant(i64, nr))]), k_n,
+                      _data(context, builder, sig.args[8], c_arr, c_off), c_ld)
+        return context.get_dummy_value()
+
+    return types.void(kc, a, rows, r0, koff, k0, b, b0, c, c0, ldc), codegen
 
 
 if numba.config.DISABLE_JIT:  # an intrinsic cannot run as Python: the same sums, slowly
@@ -105,6 +145,15 @@ if numba.config.DISABLE_JIT:  # an intrinsic cannot run as Python: the same sums
                 total = 0.0
                 for k in range(kc):
                     total += a[a0 + i * lda + k] * b[b0 + k * ldb + j]
+                c[c0 + i * ldc + j] += total
+
+    def microkernel_indirect(kc, a, rows, r0, koff, k0, b, b0, c, c0, ldc):  # noqa: F811
+        nr = LINE // c.itemsize
+        for i in range(MR):
+            for j in range(nr):
+                total = 0.0
+                for k in range(kc):
+                    total += a[rows[r0 + i] + koff[k0 + k]] * b[b0 + k * nr + j]
                 c[c0 + i * ldc + j] += total
 
 
@@ -314,3 +363,125 @@ def conv_nchw(x, w, bias, has_bias, out, htab, wtab, hint, wint, sh, sw, groups,
                             obase = (n * o_n + g * og) * pix + cp + jj - n * pix
                             for i in range(r0, min(r0 + MR, i1)):
                                 of[U(obase + i * pix)] += tile[(i - ar) * nr + jj]
+
+
+# --------------------------------------------------------------------------
+# NHWC: indirect GEMM (algorithm "indirect_gemm")
+# --------------------------------------------------------------------------
+def pad_nhwc(x, xp, prow, pcol):
+    """xp[n, i, j, :] = x[n, prow[i], pcol[j], :], or 0 where either is -1.
+
+    The padded input of ``conv_nhwc_indirect``; the tables are
+    ``_plan.padded_axis`` (so every padding mode works), and x is 1x the
+    input, not the 9x of a 3x3 column matrix.
+    """
+    n_n, h_n, w_n, c_n = x.shape
+    hp, wp = xp.shape[1], xp.shape[2]
+    xf = x.reshape(x.size)
+    pf = xp.reshape(xp.size)
+    for task in prange(n_n * hp):
+        n = task // hp
+        i = task - n * hp
+        r = prow[i]
+        for j in range(wp):
+            col = pcol[j]
+            d = (task * wp + j) * c_n
+            if r < 0 or col < 0:
+                for c in range(c_n):
+                    pf[U(d + c)] = 0
+            else:
+                s = ((n * h_n + r) * w_n + col) * c_n
+                for c in range(c_n):
+                    pf[U(d + c)] = xf[U(s + c)]
+
+
+def pack_panels(w, wpk):
+    """wpk[g, ob, k, j] = w[k, g*og + ob*NR + j] (0 past og): HWIO weight panels.
+
+    ``w`` is the HWIO weight as (KH*KW*Cg, O).  A panel row is one cache
+    line, read by the micro-kernel as one stream; read in place, the rows of
+    a wide layer's weight (O = 512: 2 KiB apart) fell into the same few L1
+    sets and the layer ran 2-3x slower.
+    """
+    k_n, o_n = w.shape
+    groups, nob, _, nr = wpk.shape
+    og = o_n // groups
+    for task in prange(groups * nob):
+        g = task // nob
+        ob = task - g * nob
+        for k in range(k_n):
+            for j in range(nr):
+                o = ob * nr + j
+                wpk[g, ob, k, j] = w[k, g * og + o] if o < og else 0
+
+
+def conv_nhwc_indirect(xp, wpk, bias, has_bias, out, koff, sh, sw, kc_blk, mt_blk, ob_blk):
+    """out = conv(x, w) (+ bias), NHWC, from the padded input with no column matrix.
+
+    GEMM view: out[m, o] = sum_k A[m, k] * W[k, o] over output pixels
+    m = (n, p, q) and taps k = (kh, kw, c).  A is never built: pixel m's
+    receptive field starts at ``xp`` offset ``((n*HP + p*sh)*WP + q*sw)*C``
+    and tap k lies ``koff[k] = (kh*dh*WP + kw*dw)*C + c`` past it, so the
+    micro-kernel reads A in place through those two tables
+    (``microkernel_indirect``), with MR output pixels as the tile's rows and
+    NR output channels (one packed weight panel) as its columns.  The C
+    tile is MR consecutive pixels' channels: rows of ``out`` itself.
+
+    Tasks: (group, block of ``mt_blk`` tiles of MR pixels, block of
+    ``ob_blk`` weight panels); each writes only its own block of ``out``.
+    """
+    n_n, hp, wp, c_n = xp.shape
+    p_n, q_n, o_n = out.shape[1], out.shape[2], out.shape[3]
+    groups, nob, k_n, nr = wpk.shape
+    og = o_n // groups
+    cg = c_n // groups
+    npix = n_n * p_n * q_n
+    ntile = (npix + MR - 1) // MR
+    nblk = (ntile + mt_blk - 1) // mt_blk
+    nobc = (nob + ob_blk - 1) // ob_blk
+    whole = npix // MR  # tiles below this have MR real pixels
+    xf = xp.reshape(xp.size)
+    of = out.reshape(out.size)
+    pf = wpk.reshape(wpk.size)
+    for task in prange(groups * nblk * nobc):
+        obc = task % nobc
+        rest = task // nobc
+        blk = rest % nblk
+        g = rest // nblk
+        t0 = blk * mt_blk
+        t1 = min(ntile, t0 + mt_blk)
+        ob0 = obc * ob_blk
+        ob1 = min(nob, ob0 + ob_blk)
+        jlo = g * og + ob0 * nr  # this task's output channels
+        jhi = g * og + min(og, ob1 * nr)
+        rows = np.empty((t1 - t0) * MR, np.int64)
+        tile = np.empty(MR * nr, xp.dtype)
+        for e in range((t1 - t0) * MR):
+            m = min(t0 * MR + e, npix - 1)  # a last, partial tile repeats its last pixel
+            n = m // (p_n * q_n)
+            r = m - n * (p_n * q_n)
+            p = r // q_n
+            q = r - p * q_n
+            rows[e] = ((n * hp + p * sh) * wp + q * sw) * c_n + g * cg
+            if t0 * MR + e < npix:
+                for j in range(jlo, jhi):
+                    of[U(m * o_n + j)] = bias[j] if has_bias else 0
+        # K blocks outermost: the tiles' A block (mt_blk*MR pixels x kc) stays in L2
+        # while every weight panel of the task passes over it.
+        for pc in range(0, k_n, kc_blk):
+            kc = min(kc_blk, k_n - pc)
+            for ob in range(ob0, ob1):
+                b0 = ((g * nob + ob) * k_n + pc) * nr
+                j0 = g * og + ob * nr
+                for t in range(t0, t1):
+                    e0 = (t - t0) * MR
+                    if t < whole and ob * nr + nr <= og:
+                        microkernel_indirect(kc, xf, rows, e0, koff, pc, pf, b0, of,
+                                             t * MR * o_n + j0, o_n)
+                    else:  # an edge tile: through a scratch tile, keep real pixels/channels
+                        for e in range(MR * nr):
+                            tile[e] = 0
+                        microkernel_indirect(kc, xf, rows, e0, koff, pc, pf, b0, tile, 0, nr)
+                        for i in range(min(MR, npix - t * MR)):
+                            for j in range(min(nr, og - ob * nr)):
+                                of[U((t * MR + i) * o_n + j0 + j)] += tile[i * nr + j]
