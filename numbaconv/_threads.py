@@ -22,6 +22,19 @@
 3. The workqueue layer (Numba's fallback when neither TBB nor OpenMP is
    available) aborts the process when two threads launch parallel kernels at
    once.  Under that layer every kernel launch takes ``launch_lock``.
+
+4. Spinning OpenBLAS threads.  After every threaded GEMM, OpenBLAS's idle
+   workers poll (with sched_yield) for 2^28 cycles, ~0.1 s, so a Numba kernel
+   that follows shares every core but the caller's with one of them.  A 3x3
+   NHWC layer run right after a GEMM took 4.5 ms against 2.6 ms without one.
+   Small kernels run on the calling thread instead (``config``); before a
+   large one, ``quiet_blas`` stops OpenBLAS's idle threads
+   (``blas_thread_shutdown_``, which OpenBLAS itself uses around fork()), and
+   the next threaded BLAS call starts them again.  Shortening the polling for
+   good (OPENBLAS_THREAD_TIMEOUT=16, re-read through ``openblas_read_env``)
+   helped at batch 8 as much but cost 15-25% at batch 1, where GEMMs follow
+   each other closely and each then had to wake a sleeping thread.
+   NUMBACONV_BLAS_SPIN=keep turns it off.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import sys
 import threading
 
 SPINCOUNT = "10000"
+BLAS_TIMEOUT = "16"  # OPENBLAS_THREAD_TIMEOUT: poll 2^16 cycles (~26 us), then sleep
 
 
 def _numba_libgomp_loaded() -> bool:
@@ -60,6 +74,42 @@ def _tame_openmp_spin() -> str:
     return f"GOMP_SPINCOUNT={SPINCOUNT} for Numba's OpenMP threads"
 
 
+def _openblas_shutdowns() -> tuple[list, str]:
+    """``blas_thread_shutdown_`` of every loaded pthreads OpenBLAS, and a status line."""
+    if os.environ.get("NUMBACONV_BLAS_SPIN", "").strip().lower() == "keep":
+        return [], "OpenBLAS threads left alone (NUMBACONV_BLAS_SPIN=keep)"
+    import ctypes
+
+    from threadpoolctl import ThreadpoolController
+
+    found, names = [], []
+    for lib in ThreadpoolController().select(internal_api="openblas").lib_controllers:
+        if getattr(lib, "threading_layer", "pthreads") != "pthreads":
+            continue  # an OpenMP build has no spinning server of its own
+        try:
+            found.append(ctypes.CDLL(lib.filepath).blas_thread_shutdown_)
+        except (OSError, AttributeError):
+            continue
+        names.append(os.path.basename(lib.filepath))
+    if not found:
+        return [], "no pthreads OpenBLAS with blas_thread_shutdown_: its threads keep spinning"
+    return found, ("idle OpenBLAS threads are stopped before large Numba kernels "
+                   f"({', '.join(names)})")
+
+
+def quiet_blas() -> None:
+    """Stop OpenBLAS's idle, spinning threads before a large parallel Numba kernel.
+
+    They would share the cores with it for up to ~0.1 s after the last GEMM
+    (section 4 above); the next threaded BLAS call starts them again
+    (~0.1 ms).  Only while no other Python thread exists: one could be inside
+    a BLAS call, and stopping OpenBLAS's threads under it could hang.
+    """
+    if _blas_shutdowns and threading.active_count() == 1:
+        for shutdown in _blas_shutdowns:
+            shutdown()
+
+
 def _env_threads() -> int | None:
     from . import config
 
@@ -71,6 +121,7 @@ def _env_threads() -> int | None:
 
 env_threads = _env_threads()
 spin_policy = _tame_openmp_spin()
+_blas_shutdowns, blas_spin = _openblas_shutdowns()
 
 _launch_lock = threading.Lock()
 

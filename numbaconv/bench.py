@@ -564,6 +564,7 @@ def machine_info() -> dict:
         "blas": "; ".join(blas) or "unknown",
         "threading_layer": _threads.threading_layer() or "not started",
         "openmp_spin": _threads.spin_policy,
+        "blas_spin": _threads.blas_spin,
         "numba_threads": numba.get_num_threads(),
         "jit_cache_dir": jit_cache_dir(),
         "numba_cache_dir": numba.config.CACHE_DIR or "(NUMBA_CACHE_DIR not set)",

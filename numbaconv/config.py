@@ -11,6 +11,9 @@ shell applies to the whole process:
     ``0`` turns off Numba's on-disk cache of compiled kernels.
 ``NUMBACONV_NUM_THREADS``
     Threads used by the kernels (default: all cores).
+``NUMBACONV_BLAS_SPIN``
+    ``keep``: never stop OpenBLAS's idle threads before a large Numba kernel
+    (read by ``_threads`` at import; see docs/threads.md).
 """
 
 from __future__ import annotations

@@ -399,6 +399,9 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path):
             kw = dict(layout=layout, padding=((1, 2), (2, 0)), stride=(1, 2),
                       padding_mode="reflect")
             out["conv" + layout] = numbaconv.conv2d(xi, wi, groups=2, **kw)
+            if layout == "NHWC":
+                out["indirect"] = numbaconv.conv2d_with(xi, wi, groups=2,
+                                                        algorithm="indirect_gemm", **kw)
             if layout == "NCHW":
                 out["packed"] = numbaconv.conv2d_with(xi, np.tile(wi, (2, 1, 1, 1)), groups=2,
                                                       algorithm="packed_gemm", **kw)
@@ -454,3 +457,42 @@ def test_workspace_is_kept_per_thread_and_can_be_released(rng):
     numbaconv.release_workspace()
     assert _execute._local.buf is None
     assert_close(numbaconv.conv2d(x, w), conv2d_ref(x, w), np.float64)
+
+
+@pytest.mark.parametrize(("env", "expect"), [
+    ({}, "stopped before large Numba kernels"),
+    ({"NUMBACONV_BLAS_SPIN": "keep"}, "left alone"),
+])
+def test_idle_openblas_threads_are_stopped_and_restart(env, expect):
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    # quiet_blas() stops OpenBLAS's idle threads only while no other Python
+    # thread exists; BLAS must give right answers, threaded, afterwards.
+    code = textwrap.dedent("""
+        import threading, numpy as np, numbaconv
+        from numbaconv import _threads
+        print(_threads.blas_spin)
+        a = np.random.default_rng(0).standard_normal((700, 700))
+        ref = np.einsum("ij,jk->ik", a, a)
+        for _ in range(3):
+            a @ a
+            _threads.quiet_blas()
+            assert np.allclose(a @ a, ref)
+        t = threading.Thread(target=lambda: [a @ a for _ in range(20)])
+        t.start()
+        _threads.quiet_blas()  # another thread exists: must do nothing
+        t.join()
+        print("ok", np.allclose(a @ a, ref), len(_threads._blas_shutdowns))
+    """)
+    clean = {k: v for k, v in os.environ.items() if k != "NUMBACONV_BLAS_SPIN"}
+    proc = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, timeout=300,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, *_, last = proc.stdout.splitlines()
+    assert expect in first or "no pthreads OpenBLAS" in first
+    assert last.startswith("ok True")
+    if env:
+        assert last == "ok True 0"
