@@ -3,7 +3,7 @@
 import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
-from naive import same_pads
+from naive import conv2d_ref, same_pads
 
 DTYPES = [np.float32, np.float64]
 LAYOUTS = ["NCHW", "NHWC"]
@@ -59,3 +59,18 @@ def conv_problems(draw, max_groups=3, og=(1, 4), max_size=9, depthwise=False):
     return dict(n=n, c=groups * cg, h=h, w=w, o=groups * og, kh=kh, kw=kw, groups=groups,
                 stride=stride, dilation=dilation, pads=pads, padding=padding, mode=mode,
                 stride_arg=stride_arg, dil_arg=dil_arg)
+
+
+def arrays_for(prob, dtype, with_bias, seed):
+    """x (NCHW), w (OIHW) and bias for a ``conv_problems`` problem."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((prob["n"], prob["c"], prob["h"], prob["w"])).astype(dtype)
+    w = rng.standard_normal((prob["o"], prob["c"] // prob["groups"], prob["kh"], prob["kw"]))
+    b = rng.standard_normal(prob["o"]).astype(dtype) if with_bias else None
+    return x, w.astype(dtype), b
+
+
+def reference_for(prob, x, w, b):
+    """The float64 reference of a ``conv_problems`` problem (NCHW)."""
+    return conv2d_ref(x, w, b, prob["stride"], prob["pads"], prob["dilation"], prob["groups"],
+                      prob["mode"])

@@ -13,23 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from naive import assert_close, conv2d_ref, from_nhwc, to_hwio, to_nhwc
-from strategies import DTYPES, conv_problems
+from strategies import DTYPES, arrays_for, conv_problems, reference_for
 
 import numbaconv
 from numbaconv._execute import RUNNERS
-
-
-def _inputs(prob, dtype, with_bias, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((prob["n"], prob["c"], prob["h"], prob["w"])).astype(dtype)
-    w = rng.standard_normal((prob["o"], prob["c"] // prob["groups"], prob["kh"], prob["kw"]))
-    b = rng.standard_normal(prob["o"]).astype(dtype) if with_bias else None
-    return x, w.astype(dtype), b
-
-
-def _reference(prob, x, w, b):
-    return conv2d_ref(x, w, b, prob["stride"], prob["pads"], prob["dilation"], prob["groups"],
-                      prob["mode"])
 
 
 def _kwargs(prob):
@@ -39,24 +26,24 @@ def _kwargs(prob):
 
 @given(prob=conv_problems(og=(1, 20), max_size=14), dtype=st.sampled_from(DTYPES),
        with_bias=st.booleans(), seed=st.integers(0, 2**16))
-def test_matches_reference(prob, dtype, with_bias, seed):
-    x, w, b = _inputs(prob, dtype, with_bias, seed)
+def test_matchesreference_for(prob, dtype, with_bias, seed):
+    x, w, b = arrays_for(prob, dtype, with_bias, seed)
     y = numbaconv.conv2d_with(to_nhwc(x), to_hwio(w), b, algorithm="indirect_gemm",
                               **_kwargs(prob))
     assert y.dtype == dtype
-    assert_close(from_nhwc(y), _reference(prob, x, w, b), dtype)
+    assert_close(from_nhwc(y), reference_for(prob, x, w, b), dtype)
 
 
 @given(prob=conv_problems(max_groups=2, og=(1, 20), max_size=10),
        dtype=st.sampled_from(DTYPES), data=st.data())
-def test_any_task_sizes_match_reference(prob, dtype, data):
-    x, w, b = _inputs(prob, dtype, True, 0)
+def test_any_task_sizes_matchreference_for(prob, dtype, data):
+    x, w, b = arrays_for(prob, dtype, True, 0)
     xn, wn = np.ascontiguousarray(to_nhwc(x)), np.ascontiguousarray(to_hwio(w))
     plan = numbaconv.explain(xn, wn, b, algorithm="indirect_gemm", **_kwargs(prob))
     tile = (data.draw(st.integers(1, plan.gemm_k), label="kc"),
             data.draw(st.integers(1, 5), label="tiles per task"),
             data.draw(st.integers(1, 3), label="panels per task"))
-    ref = _reference(prob, x, w, b)
+    ref = reference_for(prob, x, w, b)
     y = np.empty(to_nhwc(ref).shape, dtype)
     if prob["n"]:
         RUNNERS["indirect_gemm"](dataclasses.replace(plan, tile=tile), xn, wn, b, y)

@@ -12,24 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from naive import assert_close, conv2d_ref
-from strategies import DTYPES, conv_problems
+from strategies import DTYPES, arrays_for, conv_problems, reference_for
 
 import numbaconv
 from numbaconv._execute import RUNNERS
 from numbaconv.kernels.gemm import MR, panel_width
-
-
-def _inputs(prob, dtype, with_bias, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((prob["n"], prob["c"], prob["h"], prob["w"])).astype(dtype)
-    w = rng.standard_normal((prob["o"], prob["c"] // prob["groups"], prob["kh"], prob["kw"]))
-    b = rng.standard_normal(prob["o"]).astype(dtype) if with_bias else None
-    return x, w.astype(dtype), b
-
-
-def _reference(prob, x, w, b):
-    return conv2d_ref(x, w, b, prob["stride"], prob["pads"], prob["dilation"], prob["groups"],
-                      prob["mode"])
 
 
 def _kwargs(prob):
@@ -39,18 +26,18 @@ def _kwargs(prob):
 
 @given(prob=conv_problems(og=(MR, 3 * MR + 1), max_size=20), dtype=st.sampled_from(DTYPES),
        with_bias=st.booleans(), seed=st.integers(0, 2**16))
-def test_matches_reference(prob, dtype, with_bias, seed):
-    x, w, b = _inputs(prob, dtype, with_bias, seed)
+def test_matchesreference_for(prob, dtype, with_bias, seed):
+    x, w, b = arrays_for(prob, dtype, with_bias, seed)
     y = numbaconv.conv2d_with(x, w, b, algorithm="packed_gemm", **_kwargs(prob))
     assert y.dtype == dtype
-    assert_close(y, _reference(prob, x, w, b), dtype)
+    assert_close(y, reference_for(prob, x, w, b), dtype)
 
 
 @given(prob=conv_problems(max_groups=2, og=(MR, 2 * MR + 3), max_size=14),
        dtype=st.sampled_from(DTYPES), data=st.data())
-def test_any_tile_sizes_match_reference(prob, dtype, data):
-    x, w, b = _inputs(prob, dtype, True, 0)
-    y = np.empty_like(_reference(prob, x, w, b), dtype=dtype)
+def test_any_tile_sizes_matchreference_for(prob, dtype, data):
+    x, w, b = arrays_for(prob, dtype, True, 0)
+    y = np.empty_like(reference_for(prob, x, w, b), dtype=dtype)
     plan = numbaconv.explain(x, w, b, algorithm="packed_gemm", **_kwargs(prob))
     k = plan.gemm_k
     tile = (data.draw(st.integers(1, k), label="kc"),
@@ -58,7 +45,7 @@ def test_any_tile_sizes_match_reference(prob, dtype, data):
             data.draw(st.integers(MR, prob["o"] // prob["groups"]), label="mc"))
     if prob["n"]:
         RUNNERS["packed_gemm"](dataclasses.replace(plan, tile=tile), x, w, b, y)
-        assert_close(y, _reference(prob, x, w, b), dtype)
+        assert_close(y, reference_for(prob, x, w, b), dtype)
 
 
 @pytest.mark.parametrize("n", [1, 3])
