@@ -245,14 +245,23 @@ def run_im2col_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndar
                     o += bias.reshape(g.groups, g.og, 1)
 
 
+def _bias_arg(bias, dtype) -> tuple[np.ndarray, bool]:
+    """(array, has_bias) for a kernel: kernels take an array even without a bias."""
+    return (bias, True) if bias is not None else (np.zeros(1, dtype), False)
+
+
+def _quiet_blas_before(plan: Plan) -> None:
+    """Stop OpenBLAS's spinning threads before a Numba GEMM kernel of QUIET_BLAS_FLOPS."""
+    if plan.flops >= QUIET_BLAS_FLOPS:
+        _threads.quiet_blas()
+
+
 def run_packed_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray) -> None:
     g, t = plan.geometry, plan.tables
     kc, nc, mc = plan.tile
     kernel = kernels.get("packed_gemm", plan.layout, plan.dtype)
-    if plan.flops >= QUIET_BLAS_FLOPS:
-        _threads.quiet_blas()
-    has_bias = bias is not None
-    b = bias if has_bias else np.zeros(1, x.dtype)
+    b, has_bias = _bias_arg(bias, x.dtype)
+    _quiet_blas_before(plan)
     kernel(x, _view(w, (g.o, g.cg * g.kh * g.kw)), b, has_bias, out, t.htab, t.wtab, t.hint,
            t.wint, t.sh, t.sw, g.groups, kc, nc, mc)
 
@@ -268,16 +277,15 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
     wpk = _view(buf[:nwp], (g.groups, ceil_div(g.og, nr), k, nr))
     with serial_below(wpk.nbytes):
         kernels.get("pack_panels", "NHWC", plan.dtype)(_view(w, (k, g.o)), wpk)
-    has_bias = bias is not None
-    b = bias if has_bias else np.zeros(1, x.dtype)
+    b, has_bias = _bias_arg(bias, x.dtype)
+    pad = kernels.get("pad", "NHWC", plan.dtype)
     conv = kernels.get("indirect_gemm", "NHWC", plan.dtype)
+    _quiet_blas_before(plan)  # no BLAS runs between here and the last chunk
     for n0 in range(0, g.n, plan.batch_chunk):
         nb = min(plan.batch_chunk, g.n - n0)
         xp = _view(buf[nwp : nwp + nb * hp * wp * g.c], (nb, hp, wp, g.c))
         with serial_below(xp.nbytes):
-            kernels.get("pad", "NHWC", plan.dtype)(x[n0 : n0 + nb], xp, t.prow, t.pcol)
-        if plan.flops >= QUIET_BLAS_FLOPS:
-            _threads.quiet_blas()
+            pad(x[n0 : n0 + nb], xp, t.prow, t.pcol)
         conv(xp, wpk, b, has_bias, out[n0 : n0 + nb], plan.offsets, t.sh, t.sw, kc, per,
              panels)
 
@@ -286,8 +294,7 @@ def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
                          out: np.ndarray) -> None:
     t = plan.tables
     kernel = kernels.get("depthwise", plan.layout, plan.dtype)
-    has_bias = bias is not None
-    b = bias if has_bias else np.zeros(1, x.dtype)
+    b, has_bias = _bias_arg(bias, x.dtype)
     with serial_below(x.nbytes + out.nbytes):
         if plan.layout == "NCHW":
             dh, dw = plan.geometry.dilation

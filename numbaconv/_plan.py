@@ -61,17 +61,25 @@ def interior(n_in: int, k: int, n_out: int, stride: int, dilation: int, pad: int
     return np.ascontiguousarray(np.stack([lo, lo + count, off], axis=1), dtype=np.int64)
 
 
+def padded_length(n_in: int, k: int, n_out: int, stride: int, dilation: int, before: int,
+                  after: int, rows: bool = True) -> int:
+    """Length of ``padded_axis``: the padded extent, plus slack rows (see there)."""
+    extent = n_in + before + after
+    return max(extent, stride * n_out + (k - 1) * dilation + 1) if rows else extent
+
+
 def padded_axis(n_in: int, k: int, n_out: int, stride: int, dilation: int, before: int,
                 after: int, mode: str, rows: bool = True) -> np.ndarray:
     """table[i]: the input index at position i of the padded axis, or -1 for a zero.
 
-    The padded plane of the NCHW depthwise kernel.  Rows get slack past the
-    padded extent (zeros), because that kernel runs each tap as one loop over
-    a whole plane of pitch len(pcol): the columns past Q it computes and
-    drops read up to ``stride*P + (k-1)*dilation`` rows.
+    The padded planes of the NCHW depthwise kernel and of indirect_gemm.
+    Rows get slack past the padded extent (zeros), because the depthwise
+    kernel runs each tap as one loop over a whole plane of pitch len(pcol):
+    the columns past Q it computes and drops read up to
+    ``stride*P + (k-1)*dilation`` rows.
     """
     extent = n_in + before + after
-    size = max(extent, stride * n_out + (k - 1) * dilation + 1) if rows else extent
+    size = padded_length(n_in, k, n_out, stride, dilation, before, after, rows)
     table = axis_table(n_in, 1, extent, 1, 1, before, mode)[0]
     return np.ascontiguousarray(np.concatenate([table, np.full(size - extent, -1)]),
                                 dtype=np.int64)
@@ -258,8 +266,9 @@ def indirect_fits(g: Geometry, dtype: np.dtype) -> bool:
 def _indirect_bytes(g: Geometry, dtype: np.dtype, images: int) -> int:
     """indirect_gemm's workspace: ``images`` padded images plus the weight panels."""
     pt, pb, pl, pr = g.pads
-    padded = (max(g.h + pt + pb, g.stride[0] * g.p + (g.kh - 1) * g.dilation[0] + 1)
-              * (g.w + pl + pr) * g.c)
+    padded = (padded_length(g.h, g.kh, g.p, g.stride[0], g.dilation[0], pt, pb)
+              * padded_length(g.w, g.kw, g.q, g.stride[1], g.dilation[1], pl, pr, rows=False)
+              * g.c)
     nr = gemm.panel_width(dtype.name)
     panels = g.groups * ceil_div(g.og, nr) * nr * g.cg * g.kh * g.kw
     return (images * padded + panels) * dtype.itemsize
@@ -274,8 +283,12 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype) -> str:
     1.1-1.6x on 1x1 layers; and run as a network, its Numba threads share the
     cores with OpenBLAS's worker, which spins for a while after every BLAS
     call of the neighbouring layers: the 12 ResNet-50 layers back to back
-    took 46 ms at batch 1 against 27-31 ms with im2col_gemm.  Figures and the
-    way forward: docs/performance.md.
+    took 46 ms at batch 1 against 27-31 ms with im2col_gemm.
+
+    ``indirect_gemm`` takes NHWC layers with K <= 1152 and at least 4096
+    output pixels per call: there it took 0.56-0.75x im2col_gemm's time,
+    while deeper layers (K = 2304, 4608) and batch-1 layers after BLAS ones
+    were slower.  Figures and the way forward: docs/performance.md.
     """
     if is_depthwise(g):
         return "direct_depthwise"

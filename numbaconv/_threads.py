@@ -45,7 +45,6 @@ import sys
 import threading
 
 SPINCOUNT = "10000"
-BLAS_TIMEOUT = "16"  # OPENBLAS_THREAD_TIMEOUT: poll 2^16 cycles (~26 us), then sleep
 
 
 def _numba_libgomp_loaded() -> bool:
