@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _threads, config, kernels
 from ._args import ceil_div
-from ._plan import Plan
+from ._plan import Plan, indirect_padded
 
 
 def _view(a: np.ndarray, shape) -> np.ndarray:
@@ -268,26 +268,37 @@ def run_packed_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndar
 
 def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray) -> None:
     g, t = plan.geometry, plan.tables
-    kc, per, panels = plan.tile
+    kc, per, panels, prepack = plan.tile
     k = g.cg * g.kh * g.kw
     nr = kernels.panel_width(plan.dtype)
-    hp, wp = len(t.prow), len(t.pcol)
     buf = workspace(plan.workspace_bytes, x.dtype)
-    nwp = g.groups * ceil_div(g.og, nr) * k * nr
-    wpk = _view(buf[:nwp], (g.groups, ceil_div(g.og, nr), k, nr))
-    with serial_below(wpk.nbytes):
-        kernels.get("pack_panels", "NHWC", plan.dtype)(_view(w, (k, g.o)), wpk)
+    wf = w.reshape(-1)
+    nwp = g.groups * ceil_div(g.og, nr) * k * nr if prepack else 0
+    wpk = buf[:nwp]
+    if prepack:
+        with serial_below(wpk.nbytes):
+            kernels.get("pack_panels", "ANY", plan.dtype)(
+                wf, plan.dims[10], plan.dims[11], _view(wpk, (g.groups, -1, k, nr)))
     b, has_bias = _bias_arg(bias, x.dtype)
-    pad = kernels.get("pad", "NHWC", plan.dtype)
-    conv = kernels.get("indirect_gemm", "NHWC", plan.dtype)
+    padded = indirect_padded(g)
+    conv = kernels.get("indirect_gemm", "ANY", plan.dtype)
     _quiet_blas_before(plan)  # no BLAS runs between here and the last chunk
     for n0 in range(0, g.n, plan.batch_chunk):
         nb = min(plan.batch_chunk, g.n - n0)
-        xp = _view(buf[nwp : nwp + nb * hp * wp * g.c], (nb, hp, wp, g.c))
-        with serial_below(xp.nbytes):
-            pad(x[n0 : n0 + nb], xp, t.prow, t.pcol)
-        conv(xp, wpk, b, has_bias, out[n0 : n0 + nb], plan.offsets, t.sh, t.sw, kc, per,
-             panels)
+        xp = x[n0 : n0 + nb]
+        if padded:  # else x is read in place
+            hp, wp = padded
+            shape = (nb, hp, wp, g.c) if plan.layout == "NHWC" else (nb, g.c, hp, wp)
+            xp = _view(buf[nwp : nwp + nb * hp * wp * g.c], shape)
+            with serial_below(xp.nbytes):
+                kernels.get("pad", plan.layout, plan.dtype)(x[n0 : n0 + nb], xp, t.prow[:hp],
+                                                            t.pcol[:wp])
+        dims = plan.dims
+        if nb != plan.batch_chunk:
+            dims = dims.copy()
+            dims[0] = nb
+        conv(xp.reshape(-1), wf, wpk, b, has_bias, out[n0 : n0 + nb].reshape(-1), plan.offsets,
+             dims, kc, per, panels)
 
 
 def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,

@@ -156,10 +156,13 @@ class Plan:
     tile : (kc, nc, mc) or None
         packed_gemm: column-matrix rows, output pixels and output channels
         per task (see ``kernels.gemm.conv_nchw``).  indirect_gemm: (kc,
-        tiles of MR pixels, weight panels) per task (see
-        ``kernels.gemm.conv_nhwc_indirect``).
+        tiles of MR pixels, weight panels, whether the weight is packed once
+        per call) per task (see ``kernels.gemm.conv_indirect``).
     offsets : int64 array or None
         indirect_gemm only: ``koff``, where each tap lies in the padded input.
+    dims : int64 array or None
+        indirect_gemm only: the layout as data for one chunk of images
+        (``indirect_dims``).
     """
 
     algorithm: str
@@ -177,8 +180,9 @@ class Plan:
     max_workspace_bytes: int
     threads: int
     tables: IndexTables | None = field(default=None, repr=False, compare=False)
-    tile: tuple[int, int, int] | None = None
+    tile: tuple | None = None
     offsets: np.ndarray | None = field(default=None, repr=False, compare=False)
+    dims: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def chunks(self) -> int:
@@ -199,7 +203,7 @@ class Plan:
             how = (f"tiles of {kc} rows x {nc} pixels x {mc} channels packed per thread, "
                    "Numba micro-kernel")
         elif self.tile:
-            kc, mt, ob = self.tile
+            kc, mt, ob, _ = self.tile
             how = (f"no column matrix: Numba micro-kernel on the padded input, tasks of "
                    f"{mt * MR} pixels x {ob} weight panel(s), K blocks of {kc}")
         gemm = (f"  GEMM   M x N x K = {self.gemm_m} x {self.gemm_n} x {self.gemm_k}, "
@@ -263,15 +267,60 @@ def indirect_fits(g: Geometry, dtype: np.dtype) -> bool:
     return _indirect_bytes(g, dtype, 1) <= config.max_workspace_bytes
 
 
+def indirect_padded(g: Geometry) -> tuple[int, int] | None:
+    """(HP, WP) of indirect_gemm's padded input, or None when x is read in place.
+
+    No slack rows (unlike ``padded_axis``): the last tap of the last output
+    row lies inside the padded extent.
+    """
+    pt, pb, pl, pr = g.pads
+    return None if g.pads == (0, 0, 0, 0) else (g.h + pt + pb, g.w + pl + pr)
+
+
 def _indirect_bytes(g: Geometry, dtype: np.dtype, images: int) -> int:
     """indirect_gemm's workspace: ``images`` padded images plus the weight panels."""
-    pt, pb, pl, pr = g.pads
-    padded = (padded_length(g.h, g.kh, g.p, g.stride[0], g.dilation[0], pt, pb)
-              * padded_length(g.w, g.kw, g.q, g.stride[1], g.dilation[1], pl, pr, rows=False)
-              * g.c)
+    hw = indirect_padded(g)
+    padded = hw[0] * hw[1] * g.c if hw else 0
     nr = gemm.panel_width(dtype.name)
     panels = g.groups * ceil_div(g.og, nr) * nr * g.cg * g.kh * g.kw
     return (images * padded + panels) * dtype.itemsize
+
+
+def indirect_dims(g: Geometry, layout: str, images: int) -> np.ndarray:
+    """``kernels.gemm.conv_indirect``'s ``dims``: the layout as data.
+
+    The padded input's strides (per image, group, output row and column),
+    the weight's (per tap and output channel, OIHW read as (O, K), HWIO as
+    (K, O)), and the output's (per image, channel, pixel).
+    """
+    hp, wp = indirect_padded(g) or (g.h, g.w)
+    sh, sw = g.stride
+    k = g.cg * g.kh * g.kw
+    pq = g.p * g.q
+    if layout == "NHWC":
+        strides = (hp * wp * g.c, g.cg, sh * wp * g.c, sw * g.c, g.o, 1, pq * g.o, 1, g.o)
+    else:
+        plane = hp * wp
+        strides = (g.c * plane, g.cg * plane, sh * wp, sw, 1, k, g.o * pq, pq, 1)
+    return np.array((images, pq, g.q, g.groups, g.og, k) + strides, dtype=np.int64)
+
+
+def indirect_offsets(g: Geometry, layout: str) -> np.ndarray:
+    """``koff[k]``: where tap k lies in the padded input, past its pixel's start.
+
+    Taps run in the weight's order: (kh, kw, c) for HWIO, (c, kh, kw) for OIHW.
+    """
+    hp, wp = indirect_padded(g) or (g.h, g.w)
+    dh, dw = g.dilation
+    kh, kw = np.arange(g.kh), np.arange(g.kw)
+    c = np.arange(g.cg)
+    if layout == "NHWC":
+        koff = ((kh[:, None, None] * dh * wp + kw[None, :, None] * dw) * g.c
+                + c[None, None, :])
+    else:
+        koff = (c[:, None, None] * hp * wp + kh[None, :, None] * dh * wp
+                + kw[None, None, :] * dw)
+    return np.ascontiguousarray(koff.reshape(-1), dtype=np.int64)
 
 
 def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype) -> str:
@@ -285,38 +334,47 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype) -> str:
     call of the neighbouring layers: the 12 ResNet-50 layers back to back
     took 46 ms at batch 1 against 27-31 ms with im2col_gemm.
 
-    ``indirect_gemm`` takes NHWC layers with K <= 1152 and at least 4096
-    output pixels per call: there it took 0.56-0.75x im2col_gemm's time,
-    while deeper layers (K = 2304, 4608) and batch-1 layers after BLAS ones
-    were slower.  Figures and the way forward: docs/performance.md.
+    ``indirect_gemm`` takes layers with K <= 1152 and at least 4096 output
+    pixels per call, in either layout: there it took 0.56-0.75x
+    im2col_gemm's time (NHWC, NCHW: 0.6-0.8x at batch 8), while deeper layers
+    (K = 2304, 4608) and batch-1 layers after BLAS ones were slower.
+    Figures and the way forward: docs/performance.md.
     """
     if is_depthwise(g):
         return "direct_depthwise"
     if is_pointwise(g):
         return "gemm_1x1"
-    if (layout == "NHWC" and g.cg * g.kh * g.kw <= 1152 and g.n * g.p * g.q >= 4096
-            and indirect_fits(g, dtype)):
+    if g.cg * g.kh * g.kw <= 1152 and g.n * g.p * g.q >= 4096 and indirect_fits(g, dtype):
         return "indirect_gemm"
     return "im2col_gemm"
 
 
 def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int
-                  ) -> tuple[int, int, int]:
-    """(kc, tiles per task, weight panels per task) of indirect_gemm.
+                  ) -> tuple[int, int, int, bool]:
+    """(kc, tiles per task, weight panels per task, pack the weight once) of indirect_gemm.
 
     kc: K blocks of at most 256 (one block of MR pixels' A and one weight
-    panel stay in L1).  At most 32 tiles (192 pixels) per task, fewer when
-    that leaves under four tasks per thread; then weight panels are split
-    across tasks too.
+    panel stay in L1).  Tiles: at most 32 (192 pixels) per task, in even
+    blocks.  When that leaves fewer than four tasks per thread (small
+    images, a deep layer at batch 1), the weight panels are split across
+    tasks too, so that each panel is still read by few tasks; and each
+    task's scratch block stays within 128 KiB (L2).  The weight is packed
+    once per call only when more than two tasks read each panel; otherwise
+    each task packs its own panels from the caller's weight.
     """
     k = g.cg * g.kh * g.kw
     kc = ceil_div(k, ceil_div(k, 256))
+    nr = gemm.panel_width(dtype.name)
     tiles = ceil_div(max(images, 1) * g.p * g.q, MR)
-    per = min(32, max(1, ceil_div(tiles, 4 * threads)))
-    tasks = g.groups * ceil_div(tiles, per)
-    panels = ceil_div(g.og, gemm.panel_width(dtype.name))
-    split = ceil_div(4 * threads, tasks) if tasks < 4 * threads else 1
-    return kc, per, max(1, ceil_div(panels, split))
+    blocks = ceil_div(tiles, 32)
+    per = ceil_div(tiles, blocks)
+    tasks = g.groups * blocks
+    panels = ceil_div(g.og, nr)
+    split = min(panels, ceil_div(4 * threads, tasks)) if tasks < 4 * threads else 1
+    most = max(1, (128 << 10) // (per * MR * nr * dtype.itemsize))
+    per_task = min(ceil_div(panels, split), most)
+    per_task = ceil_div(panels, ceil_div(panels, per_task))  # even blocks
+    return kc, per, per_task, blocks > 2
 
 
 def packed_tile(g: Geometry, dtype: np.dtype, threads: int) -> tuple[int, int, int]:
@@ -356,8 +414,6 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
     elif algorithm == "gemm_1x1" and not is_pointwise(g):
         raise ValueError("algorithm: 'gemm_1x1' needs a 1x1 kernel, stride 1 and no padding, "
                          f"got kernel {g.kh}x{g.kw}, stride {g.stride}, padding {g.pads}")
-    elif algorithm == "indirect_gemm" and layout.name != "NHWC":
-        raise ValueError(f"algorithm: 'indirect_gemm' needs layout 'NHWC', got {layout.name!r}")
     elif algorithm == "packed_gemm" and not packable(g, layout.name):
         raise ValueError(f"algorithm: 'packed_gemm' needs layout 'NCHW' and at least {MR} output "
                          f"channels per group, got layout {layout.name!r} with {g.og}")
@@ -385,20 +441,18 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
         # Whole images per chunk (a padded image cannot be split); at least one.
         per_image = _indirect_bytes(g, dtype, 1) - _indirect_bytes(g, dtype, 0)
         room = limit - _indirect_bytes(g, dtype, 0)
-        bc = max(1, min(max(g.n, 1), room // per_image if room > 0 else 1))
+        fit = (room // per_image if room > 0 else 1) if per_image else g.n  # x read in place
+        bc = max(1, min(max(g.n, 1), fit))
         bc = ceil_div(max(g.n, 1), ceil_div(max(g.n, 1), bc))  # balanced chunks
-        tables = IndexTables.build(g)
-        wp = len(tables.pcol)
-        kh, kw, c = np.meshgrid(np.arange(g.kh), np.arange(g.kw), np.arange(g.cg), indexing="ij")
-        koff = ((kh * g.dilation[0] * wp + kw * g.dilation[1]) * g.c + c).reshape(-1)
         return Plan(algorithm, layout=layout.name, dtype=dtype.name, geometry=g,
                     gemm_m=bc * g.p * g.q, gemm_n=g.og, gemm_k=g.cg * g.kh * g.kw,
                     gemm_calls=g.groups * ceil_div(g.n, bc) if g.n else 0, gemm_batched=False,
                     batch_chunk=bc, row_chunk=g.p,
                     workspace_bytes=_indirect_bytes(g, dtype, bc) if g.n else 0,
-                    max_workspace_bytes=limit, threads=threads, tables=tables,
+                    max_workspace_bytes=limit, threads=threads, tables=IndexTables.build(g),
                     tile=indirect_tile(g, dtype, bc, threads),
-                    offsets=np.ascontiguousarray(koff, dtype=np.int64))
+                    offsets=indirect_offsets(g, layout.name),
+                    dims=indirect_dims(g, layout.name, bc))
     nchw = layout.name == "NCHW"
     batched = gemm_batched(g, layout.name)
     kk = g.kh * g.kw

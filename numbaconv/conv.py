@@ -137,12 +137,12 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     ``x`` and ``weight`` may be arrays or shapes.  With shapes, ``dtype``
     (default float32) gives the compute dtype.  ``algorithm`` forces one of
     the dispatcher's algorithms (``"gemm_1x1"``, ``"im2col_gemm"``, ``"packed_gemm"``,
-    ``"direct_depthwise"``).
+    ``"indirect_gemm"``, ``"direct_depthwise"``).
 
     Examples
     --------
     >>> import numbaconv
-    >>> plan = numbaconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    >>> plan = numbaconv.explain((1, 64, 56, 56), (64, 64, 3, 3), padding=1)
     >>> plan.algorithm, (plan.gemm_m, plan.gemm_n, plan.gemm_k)
     ('im2col_gemm', (64, 3136, 576))
     >>> numbaconv.explain((8, 64, 56, 56), (256, 64, 1, 1)).algorithm

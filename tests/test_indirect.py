@@ -1,9 +1,11 @@
-"""indirect_gemm (kernels/gemm.py): NHWC convolution with no column matrix.
+"""indirect_gemm (kernels/gemm.py): convolution with no column matrix, both layouts.
 
-The micro-kernel reads the padded input through two offset tables.  Checked
-against the float64 reference over every argument (groups, strides,
-dilations, padding forms and modes), with the task sizes drawn too, and
-with a workspace bound that forces one image per chunk.
+The micro-kernel reads the padded input (or x itself, when nothing is
+padded) through two offset tables; the layout is data (``_plan.indirect_dims``).
+Checked against the float64 reference over every argument (groups, strides,
+dilations, padding forms and modes), in NCHW and NHWC, with the task sizes
+and the weight-packing path drawn too, and with a workspace bound that forces
+one image per chunk.
 """
 
 import dataclasses
@@ -13,66 +15,98 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from naive import assert_close, conv2d_ref, from_nhwc, to_hwio, to_nhwc
-from strategies import DTYPES, arrays_for, conv_problems, reference_for
+from strategies import DTYPES, LAYOUTS, arrays_for, conv_problems, reference_for
 
 import numbaconv
 from numbaconv._execute import RUNNERS
 
 
-def _kwargs(prob):
+def _kwargs(prob, layout):
     return dict(stride=prob["stride_arg"], padding=prob["padding"], dilation=prob["dil_arg"],
-                groups=prob["groups"], padding_mode=prob["mode"], layout="NHWC")
+                groups=prob["groups"], padding_mode=prob["mode"], layout=layout)
+
+
+def _in_layout(layout, x, w):
+    """x and w (NCHW, OIHW) as C-contiguous arrays of ``layout``."""
+    if layout == "NCHW":
+        return x, w
+    return np.ascontiguousarray(to_nhwc(x)), np.ascontiguousarray(to_hwio(w))
+
+
+def _as_nchw(layout, y):
+    return y if layout == "NCHW" else from_nhwc(y)
 
 
 @given(prob=conv_problems(og=(1, 20), max_size=14), dtype=st.sampled_from(DTYPES),
-       with_bias=st.booleans(), seed=st.integers(0, 2**16))
-def test_matchesreference_for(prob, dtype, with_bias, seed):
+       layout=st.sampled_from(LAYOUTS), with_bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_matchesreference_for(prob, dtype, layout, with_bias, seed):
     x, w, b = arrays_for(prob, dtype, with_bias, seed)
-    y = numbaconv.conv2d_with(to_nhwc(x), to_hwio(w), b, algorithm="indirect_gemm",
-                              **_kwargs(prob))
+    xl, wl = _in_layout(layout, x, w)
+    x0, w0 = xl.copy(), wl.copy()
+    y = numbaconv.conv2d_with(xl, wl, b, algorithm="indirect_gemm", **_kwargs(prob, layout))
     assert y.dtype == dtype
-    assert_close(from_nhwc(y), reference_for(prob, x, w, b), dtype)
+    assert_close(_as_nchw(layout, y), reference_for(prob, x, w, b), dtype)
+    np.testing.assert_array_equal(xl, x0)  # inputs untouched (x may be read in place)
+    np.testing.assert_array_equal(wl, w0)
 
 
 @given(prob=conv_problems(max_groups=2, og=(1, 20), max_size=10),
-       dtype=st.sampled_from(DTYPES), data=st.data())
-def test_any_task_sizes_matchreference_for(prob, dtype, data):
+       dtype=st.sampled_from(DTYPES), layout=st.sampled_from(LAYOUTS), data=st.data())
+def test_any_task_sizes_matchreference_for(prob, dtype, layout, data):
     x, w, b = arrays_for(prob, dtype, True, 0)
-    xn, wn = np.ascontiguousarray(to_nhwc(x)), np.ascontiguousarray(to_hwio(w))
-    plan = numbaconv.explain(xn, wn, b, algorithm="indirect_gemm", **_kwargs(prob))
+    xl, wl = _in_layout(layout, x, w)
+    plan = numbaconv.explain(xl, wl, b, algorithm="indirect_gemm", **_kwargs(prob, layout))
     tile = (data.draw(st.integers(1, plan.gemm_k), label="kc"),
             data.draw(st.integers(1, 5), label="tiles per task"),
-            data.draw(st.integers(1, 3), label="panels per task"))
+            data.draw(st.integers(1, 3), label="panels per task"),
+            data.draw(st.booleans(), label="pack the weight once"))
     ref = reference_for(prob, x, w, b)
-    y = np.empty(to_nhwc(ref).shape, dtype)
+    y = np.empty(ref.shape if layout == "NCHW" else to_nhwc(ref).shape, dtype)
     if prob["n"]:
-        RUNNERS["indirect_gemm"](dataclasses.replace(plan, tile=tile), xn, wn, b, y)
-        assert_close(from_nhwc(y), ref, dtype)
+        RUNNERS["indirect_gemm"](dataclasses.replace(plan, tile=tile), xl, wl, b, y)
+        assert_close(_as_nchw(layout, y), ref, dtype)
 
 
-def test_one_image_per_chunk_under_a_small_workspace(rng, restore_config):
-    x = rng.standard_normal((3, 9, 10, 6)).astype(np.float32)
-    w = rng.standard_normal((3, 3, 6, 18)).astype(np.float32)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_one_image_per_chunk_under_a_small_workspace(layout, rng, restore_config):
+    x = rng.standard_normal((3, 6, 9, 10)).astype(np.float32)
+    w = rng.standard_normal((18, 6, 3, 3)).astype(np.float32)
+    xl, wl = _in_layout(layout, x, w)
     restore_config.max_workspace_bytes = 4096
-    plan = numbaconv.explain(x, w, padding=1, layout="NHWC", algorithm="indirect_gemm")
+    plan = numbaconv.explain(xl, wl, padding=1, layout=layout, algorithm="indirect_gemm")
     assert plan.batch_chunk == 1 and plan.chunks == 3
-    y = numbaconv.conv2d_with(x, w, padding=1, layout="NHWC", algorithm="indirect_gemm")
-    ref = conv2d_ref(from_nhwc(x), w.transpose(3, 2, 0, 1), None, (1, 1), (1,) * 4, (1, 1), 1,
-                     "zeros")
-    assert_close(from_nhwc(y), ref, np.float32)
+    y = numbaconv.conv2d_with(xl, wl, padding=1, layout=layout, algorithm="indirect_gemm")
+    ref = conv2d_ref(x, w, None, (1, 1), (1,) * 4, (1, 1), 1, "zeros")
+    assert_close(_as_nchw(layout, y), ref, np.float32)
 
 
-def test_the_dispatcher_picks_it_for_wide_nhwc_layers():
-    stem = numbaconv.explain((8, 224, 224, 3), (7, 7, 3, 64), stride=2, padding=3,
-                             layout="NHWC")
-    assert stem.algorithm == "indirect_gemm"
-    assert "no column matrix" in str(stem)
+def test_unpadded_input_is_read_in_place():
+    padded = numbaconv.explain((2, 64, 28, 28), (128, 64, 3, 3), padding=1,
+                               algorithm="indirect_gemm")
+    unpadded = numbaconv.explain((2, 64, 28, 28), (128, 64, 3, 3), algorithm="indirect_gemm")
+    panels = 64 * 9 * 128 * 4  # the weight as panels (128 channels: whole panels)
+    assert padded.workspace_bytes == panels + 2 * 64 * 30 * 30 * 4
+    assert unpadded.workspace_bytes == panels
+
+
+def test_tiles_follow_the_problem():
+    # Batch 1, 7x7 images, a deep layer: one block of tiles, the weight's
+    # panels split across tasks and packed per task (each is read once).
+    kc, per, panels, once = numbaconv.explain((1, 512, 7, 7), (512, 512, 3, 3), padding=1,
+                                              algorithm="indirect_gemm").tile
+    assert (per, once) == (9, False) and panels < 32 and kc <= 256
+    # Many pixels: blocks of at most 32 tiles, the weight packed once per call.
+    kc, per, panels, once = numbaconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1).tile
+    assert per <= 32 and panels == 4 and once
+
+
+def test_the_dispatcher_picks_it_for_wide_layers():
+    for layout, x, w in (("NHWC", (8, 224, 224, 3), (7, 7, 3, 64)),
+                         ("NCHW", (8, 3, 224, 224), (64, 3, 7, 7))):
+        stem = numbaconv.explain(x, w, stride=2, padding=3, layout=layout)
+        assert stem.algorithm == "indirect_gemm"
+        assert "no column matrix" in str(stem)
     deep = numbaconv.explain((8, 7, 7, 512), (3, 3, 512, 512), padding=1, layout="NHWC")
     assert deep.algorithm == "im2col_gemm"  # K = 4608: BLAS was faster there
-    assert numbaconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1).algorithm == (
-        "im2col_gemm")  # NCHW
-
-
-def test_nchw_is_refused_clearly():
-    with pytest.raises(ValueError, match="algorithm: 'indirect_gemm' needs layout 'NHWC'"):
-        numbaconv.explain((1, 8, 9, 9), (4, 8, 3, 3), algorithm="indirect_gemm")
+    small = numbaconv.explain((1, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    assert small.algorithm == "im2col_gemm"  # 3136 pixels: see choose_algorithm

@@ -366,12 +366,12 @@ def conv_nchw(x, w, bias, has_bias, out, htab, wtab, hint, wint, sh, sw, groups,
 
 
 # --------------------------------------------------------------------------
-# NHWC: indirect GEMM (algorithm "indirect_gemm")
+# indirect GEMM, both layouts (algorithm "indirect_gemm")
 # --------------------------------------------------------------------------
 def pad_nhwc(x, xp, prow, pcol):
     """xp[n, i, j, :] = x[n, prow[i], pcol[j], :], or 0 where either is -1.
 
-    The padded input of ``conv_nhwc_indirect``; the tables are
+    The padded input of ``conv_indirect``; the tables are
     ``_plan.padded_axis`` (so every padding mode works), and x is 1x the
     input, not the 9x of a 3x3 column matrix.
     """
@@ -395,93 +395,162 @@ def pad_nhwc(x, xp, prow, pcol):
                     pf[U(d + c)] = xf[U(s + c)]
 
 
-def pack_panels(w, wpk):
-    """wpk[g, ob, k, j] = w[k, g*og + ob*NR + j] (0 past og): HWIO weight panels.
+def pad_nchw(x, xp, prow, pcol):
+    """xp[n, c, i, j] = x[n, c, prow[i], pcol[j]], or 0 where either is -1."""
+    n_n, c_n, h_n, w_n = x.shape
+    hp, wp = xp.shape[2], xp.shape[3]
+    xf = x.reshape(x.size)
+    pf = xp.reshape(xp.size)
+    for task in prange(n_n * c_n):
+        for i in range(hp):
+            r = prow[i]
+            d = (task * hp + i) * wp
+            if r < 0:
+                for j in range(wp):
+                    pf[U(d + j)] = 0
+            else:
+                s = (task * h_n + r) * w_n
+                for j in range(wp):
+                    col = pcol[j]
+                    pf[U(d + j)] = xf[U(s + col)] if col >= 0 else 0
 
-    ``w`` is the HWIO weight as (KH*KW*Cg, O).  A panel row is one cache
-    line, read by the micro-kernel as one stream; read in place, the rows of
-    a wide layer's weight (O = 512: 2 KiB apart) fell into the same few L1
-    sets and the layer ran 2-3x slower.
+
+@numba.njit(inline="always")
+def _panel(wf, w_k, w_o, k0, kc, o0, cols, nr, dst, d0):
+    """dst[d0 + k*nr + j] = W[k0 + k, o0 + j] for j < cols, else 0 (k < kc).
+
+    W[k, o] is ``wf[k*w_k + o*w_o]``: HWIO as (K, O) has w_o == 1, OIHW as
+    (O, K) has w_k == 1.  The loop runs along whichever is contiguous.
     """
-    k_n, o_n = w.shape
-    groups, nob, _, nr = wpk.shape
-    og = o_n // groups
+    if w_o == 1:
+        for k in range(kc):
+            s = (k0 + k) * w_k + o0
+            d = d0 + k * nr
+            for j in range(cols):
+                dst[U(d + j)] = wf[U(s + j)]
+            for j in range(cols, nr):
+                dst[U(d + j)] = 0
+    else:
+        for j in range(nr):
+            s = (o0 + j) * w_o + k0 * w_k
+            if j < cols:
+                for k in range(kc):
+                    dst[U(d0 + k * nr + j)] = wf[U(s + k * w_k)]
+            else:
+                for k in range(kc):
+                    dst[U(d0 + k * nr + j)] = 0
+
+
+def pack_panels(wf, w_k, w_o, wpk):
+    """wpk[g, ob, k, j] = W[k, g*og + ob*NR + j] (0 past og): the weight as panels.
+
+    ``W[k, o] = wf[k*w_k + o*w_o]`` (see ``_panel``).  A panel row is one
+    cache line, read by the micro-kernel as one stream; read in place, the
+    rows of a wide layer's HWIO weight (O = 512: 2 KiB apart) fell into the
+    same few L1 sets and the layer ran 2-3x slower.
+    """
+    groups, nob, k_n, nr = wpk.shape
+    og = wf.size // (groups * k_n)
+    pf = wpk.reshape(wpk.size)
     for task in prange(groups * nob):
         g = task // nob
         ob = task - g * nob
-        for k in range(k_n):
-            for j in range(nr):
-                o = ob * nr + j
-                wpk[g, ob, k, j] = w[k, g * og + o] if o < og else 0
+        o0 = g * og + ob * nr
+        _panel(wf, w_k, w_o, 0, k_n, o0, min(nr, og - ob * nr), nr, pf, task * k_n * nr)
 
 
-def conv_nhwc_indirect(xp, wpk, bias, has_bias, out, koff, sh, sw, kc_blk, mt_blk, ob_blk):
-    """out = conv(x, w) (+ bias), NHWC, from the padded input with no column matrix.
+def conv_indirect(xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, ob_blk):
+    """out = conv(x, w) (+ bias) from the padded input, with no column matrix.
 
     GEMM view: out[m, o] = sum_k A[m, k] * W[k, o] over output pixels
-    m = (n, p, q) and taps k = (kh, kw, c).  A is never built: pixel m's
-    receptive field starts at ``xp`` offset ``((n*HP + p*sh)*WP + q*sw)*C``
-    and tap k lies ``koff[k] = (kh*dh*WP + kw*dw)*C + c`` past it, so the
-    micro-kernel reads A in place through those two tables
+    m = (n, p, q) and taps k.  A is never built: pixel m's receptive field
+    starts at ``xf`` offset ``rows[m]`` and tap k lies ``koff[k]`` past it, so
+    the micro-kernel reads A in place through those two tables
     (``microkernel_indirect``), with MR output pixels as the tile's rows and
-    NR output channels (one packed weight panel) as its columns.  The C
-    tile is MR consecutive pixels' channels: rows of ``out`` itself.
+    NR output channels (one weight panel) as its columns.
+
+    The layout is data, in ``dims`` (``_plan.indirect_dims``): n, P*Q, Q,
+    groups, og, K; then the padded input's strides per image, per group,
+    per output row (times the stride) and per output column (likewise);
+    W[k, o] = ``wf[k*w_k + o*w_o]``; and out[n, o, pixel] is at
+    ``n*o_n + o*o_o + pixel*o_m``.  NHWC has taps (kh, kw, c), NCHW
+    (c, kh, kw): ``koff`` and the weight strides say which.
 
     Tasks: (group, block of ``mt_blk`` tiles of MR pixels, block of
-    ``ob_blk`` weight panels); each writes only its own block of ``out``.
+    ``ob_blk`` weight panels).  Each task sums into its own scratch block,
+    whole tiles only, so no tile needs an edge case; then adds the bias and
+    writes its real pixels and channels into ``out`` (along channels for
+    NHWC, along pixels for NCHW).  The weight is read from ``wpk`` when the
+    runner packed it once (many tasks share each panel), else packed per
+    task: then each panel is read once from the caller's weight, which
+    halves the memory traffic of a deep layer at batch 1.
     """
-    n_n, hp, wp, c_n = xp.shape
-    p_n, q_n, o_n = out.shape[1], out.shape[2], out.shape[3]
-    groups, nob, k_n, nr = wpk.shape
-    og = o_n // groups
-    cg = c_n // groups
-    npix = n_n * p_n * q_n
+    n_n, pq, q_n, groups, og, k_n = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5]
+    xs_n, xs_g, xs_p, xs_q = dims[6], dims[7], dims[8], dims[9]
+    w_k, w_o, o_n, o_o, o_m = dims[10], dims[11], dims[12], dims[13], dims[14]
+    lg = 4 if of.itemsize == 4 else 3
+    nr = 1 << lg
+    nob = (og + nr - 1) // nr
+    npix = n_n * pq
     ntile = (npix + MR - 1) // MR
     nblk = (ntile + mt_blk - 1) // mt_blk
     nobc = (nob + ob_blk - 1) // ob_blk
-    whole = npix // MR  # tiles below this have MR real pixels
-    xf = xp.reshape(xp.size)
-    of = out.reshape(out.size)
-    pf = wpk.reshape(wpk.size)
+    prepacked = wpk.size > 0
     for task in prange(groups * nblk * nobc):
         obc = task % nobc
         rest = task // nobc
         blk = rest % nblk
         g = rest // nblk
         t0 = blk * mt_blk
-        t1 = min(ntile, t0 + mt_blk)
+        nt = min(ntile, t0 + mt_blk) - t0
         ob0 = obc * ob_blk
-        ob1 = min(nob, ob0 + ob_blk)
-        jlo = g * og + ob0 * nr  # this task's output channels
-        jhi = g * og + min(og, ob1 * nr)
-        rows = np.empty((t1 - t0) * MR, np.int64)
-        tile = np.empty(MR * nr, xp.dtype)
-        for e in range((t1 - t0) * MR):
+        nb = min(nob, ob0 + ob_blk) - ob0
+        ldc = nb * nr
+        rows = np.empty(nt * MR, np.int64)
+        acc = np.zeros(nt * MR * ldc, of.dtype)
+        bp = np.empty(0 if prepacked else kc_blk * nr, of.dtype)
+        for e in range(nt * MR):
             m = min(t0 * MR + e, npix - 1)  # a last, partial tile repeats its last pixel
-            n = m // (p_n * q_n)
-            r = m - n * (p_n * q_n)
+            n = m // pq
+            r = m - n * pq
             p = r // q_n
-            q = r - p * q_n
-            rows[e] = ((n * hp + p * sh) * wp + q * sw) * c_n + g * cg
-            if t0 * MR + e < npix:
-                for j in range(jlo, jhi):
-                    of[U(m * o_n + j)] = bias[j] if has_bias else 0
-        # K blocks outermost: the tiles' A block (mt_blk*MR pixels x kc) stays in L2
-        # while every weight panel of the task passes over it.
+            rows[e] = n * xs_n + g * xs_g + p * xs_p + (r - p * q_n) * xs_q
+        # K blocks outermost: the tiles' part of the input stays in L2 while
+        # every weight panel of the task passes over it.
         for pc in range(0, k_n, kc_blk):
             kc = min(kc_blk, k_n - pc)
-            for ob in range(ob0, ob1):
-                b0 = ((g * nob + ob) * k_n + pc) * nr
-                j0 = g * og + ob * nr
-                for t in range(t0, t1):
-                    e0 = (t - t0) * MR
-                    if t < whole and ob * nr + nr <= og:
-                        microkernel_indirect(kc, xf, rows, e0, koff, pc, pf, b0, of,
-                                             t * MR * o_n + j0, o_n)
-                    else:  # an edge tile: through a scratch tile, keep real pixels/channels
-                        for e in range(MR * nr):
-                            tile[e] = 0
-                        microkernel_indirect(kc, xf, rows, e0, koff, pc, pf, b0, tile, 0, nr)
-                        for i in range(min(MR, npix - t * MR)):
-                            for j in range(min(nr, og - ob * nr)):
-                                of[U((t * MR + i) * o_n + j0 + j)] += tile[i * nr + j]
+            for ob in range(ob0, ob0 + nb):
+                c0 = (ob - ob0) * nr
+                if prepacked:
+                    b0 = ((g * nob + ob) * k_n + pc) * nr
+                    for t in range(nt):
+                        microkernel_indirect(kc, xf, rows, t * MR, koff, pc, wpk, b0, acc,
+                                             t * MR * ldc + c0, ldc)
+                else:
+                    _panel(wf, w_k, w_o, pc, kc, g * og + ob * nr, min(nr, og - ob * nr), nr,
+                           bp, 0)
+                    for t in range(nt):
+                        microkernel_indirect(kc, xf, rows, t * MR, koff, pc, bp, 0, acc,
+                                             t * MR * ldc + c0, ldc)
+        # Into place: the real pixels and channels, plus the bias, a run of
+        # pixels of one image at a time.
+        j0 = g * og + ob0 * nr  # this task's first output channel
+        jn = min(ldc, og - ob0 * nr)
+        e = 0
+        mn = min(nt * MR, npix - t0 * MR)
+        while e < mn:
+            n = (t0 * MR + e) // pq
+            pix0 = t0 * MR + e - n * pq
+            run = min(mn - e, pq - pix0)
+            d = n * o_n + j0 * o_o + pix0 * o_m
+            if o_o == 1:  # NHWC: a pixel's channels are contiguous
+                for i in range(run):
+                    for j in range(jn):
+                        of[U(d + i * o_m + j)] = (acc[(e + i) * ldc + j]
+                                                  + (bias[j0 + j] if has_bias else 0))
+            else:  # NCHW: a channel's pixels are
+                for j in range(jn):
+                    b = bias[j0 + j] if has_bias else 0
+                    for i in range(run):
+                        of[U(d + j * o_o + i)] = acc[(e + i) * ldc + j] + b
+            e += run
