@@ -282,7 +282,7 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
     b, has_bias = _bias_arg(bias, x.dtype)
     padded = indirect_padded(g)
     conv = kernels.get("indirect_gemm", "ANY", plan.dtype)
-    _quiet_blas_before(plan)  # no BLAS runs between here and the last chunk
+    _threads.quiet_blas()  # at any size: no BLAS runs between here and the last chunk
     for n0 in range(0, g.n, plan.batch_chunk):
         nb = min(plan.batch_chunk, g.n - n0)
         xp = x[n0 : n0 + nb]
@@ -290,9 +290,10 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
             hp, wp = padded
             shape = (nb, hp, wp, g.c) if plan.layout == "NHWC" else (nb, g.c, hp, wp)
             xp = _view(buf[nwp : nwp + nb * hp * wp * g.c], shape)
+            pad = kernels.get("pad", plan.layout, plan.dtype)
+            edges = (g.pads[2], g.pads[2] + g.w) if plan.layout == "NCHW" else ()
             with serial_below(xp.nbytes):
-                kernels.get("pad", plan.layout, plan.dtype)(x[n0 : n0 + nb], xp, t.prow[:hp],
-                                                            t.pcol[:wp])
+                pad(x[n0 : n0 + nb], xp, t.prow[:hp], t.pcol[:wp], *edges)
         dims = plan.dims
         if nb != plan.batch_chunk:
             dims = dims.copy()

@@ -395,8 +395,12 @@ def pad_nhwc(x, xp, prow, pcol):
                     pf[U(d + c)] = xf[U(s + c)]
 
 
-def pad_nchw(x, xp, prow, pcol):
-    """xp[n, c, i, j] = x[n, c, prow[i], pcol[j]], or 0 where either is -1."""
+def pad_nchw(x, xp, prow, pcol, lo, hi):
+    """xp[n, c, i, j] = x[n, c, prow[i], pcol[j]], or 0 where either is -1.
+
+    Columns ``lo .. hi-1`` of the padded plane are the input row itself
+    (``pcol[j] == j - lo``): a straight copy; only the edges use the table.
+    """
     n_n, c_n, h_n, w_n = x.shape
     hp, wp = xp.shape[2], xp.shape[3]
     xf = x.reshape(x.size)
@@ -410,7 +414,12 @@ def pad_nchw(x, xp, prow, pcol):
                     pf[U(d + j)] = 0
             else:
                 s = (task * h_n + r) * w_n
-                for j in range(wp):
+                for j in range(lo):
+                    col = pcol[j]
+                    pf[U(d + j)] = xf[U(s + col)] if col >= 0 else 0
+                for j in range(lo, hi):
+                    pf[U(d + j)] = xf[U(s + j - lo)]
+                for j in range(hi, wp):
                     col = pcol[j]
                     pf[U(d + j)] = xf[U(s + col)] if col >= 0 else 0
 
@@ -477,13 +486,14 @@ def conv_indirect(xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, o
     (c, kh, kw): ``koff`` and the weight strides say which.
 
     Tasks: (group, block of ``mt_blk`` tiles of MR pixels, block of
-    ``ob_blk`` weight panels).  Each task sums into its own scratch block,
-    whole tiles only, so no tile needs an edge case; then adds the bias and
-    writes its real pixels and channels into ``out`` (along channels for
-    NHWC, along pixels for NCHW).  The weight is read from ``wpk`` when the
-    runner packed it once (many tasks share each panel), else packed per
-    task: then each panel is read once from the caller's weight, which
-    halves the memory traffic of a deep layer at batch 1.
+    ``ob_blk`` weight panels); each writes only its own block of ``out``.
+    NHWC tiles are rows of ``out`` itself (edge tiles go through a scratch
+    tile).  NCHW tiles are not (a tile's channels are a plane apart), so
+    each task sums into a scratch block of whole tiles, then writes its real
+    pixels and channels along the output's pixels.  The weight is read from
+    ``wpk`` when the runner packed it once (many tasks share each panel),
+    else packed per task: then each panel is read once from the caller's
+    weight, which halves the memory traffic of a deep layer at batch 1.
     """
     n_n, pq, q_n, groups, og, k_n = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5]
     xs_n, xs_g, xs_p, xs_q = dims[6], dims[7], dims[8], dims[9]
@@ -496,6 +506,7 @@ def conv_indirect(xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, o
     nblk = (ntile + mt_blk - 1) // mt_blk
     nobc = (nob + ob_blk - 1) // ob_blk
     prepacked = wpk.size > 0
+    direct = o_o == 1  # NHWC: pixel m's channels are out[m*o_m:]
     for task in prange(groups * nblk * nobc):
         obc = task % nobc
         rest = task // nobc
@@ -506,51 +517,60 @@ def conv_indirect(xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, o
         ob0 = obc * ob_blk
         nb = min(nob, ob0 + ob_blk) - ob0
         ldc = nb * nr
+        j0 = g * og + ob0 * nr  # this task's first output channel
+        jn = min(ldc, og - ob0 * nr)
+        mn = min(nt * MR, npix - t0 * MR)  # its real pixels
         rows = np.empty(nt * MR, np.int64)
-        acc = np.zeros(nt * MR * ldc, of.dtype)
-        bp = np.empty(0 if prepacked else kc_blk * nr, of.dtype)
+        acc = np.zeros(0 if direct else nt * MR * ldc, of.dtype)
+        tile = np.empty(MR * nr, of.dtype)
+        bp = wpk if prepacked else np.empty(kc_blk * nr, of.dtype)
         for e in range(nt * MR):
             m = min(t0 * MR + e, npix - 1)  # a last, partial tile repeats its last pixel
             n = m // pq
             r = m - n * pq
             p = r // q_n
             rows[e] = n * xs_n + g * xs_g + p * xs_p + (r - p * q_n) * xs_q
+        if direct:  # start from the bias (or zero)
+            for e in range(mn):
+                d = (t0 * MR + e) * o_m + j0
+                for j in range(jn):
+                    of[U(d + j)] = bias[j0 + j] if has_bias else 0
         # K blocks outermost: the tiles' part of the input stays in L2 while
         # every weight panel of the task passes over it.
         for pc in range(0, k_n, kc_blk):
             kc = min(kc_blk, k_n - pc)
             for ob in range(ob0, ob0 + nb):
-                c0 = (ob - ob0) * nr
-                if prepacked:
-                    b0 = ((g * nob + ob) * k_n + pc) * nr
-                    for t in range(nt):
-                        microkernel_indirect(kc, xf, rows, t * MR, koff, pc, wpk, b0, acc,
-                                             t * MR * ldc + c0, ldc)
-                else:
-                    _panel(wf, w_k, w_o, pc, kc, g * og + ob * nr, min(nr, og - ob * nr), nr,
-                           bp, 0)
-                    for t in range(nt):
-                        microkernel_indirect(kc, xf, rows, t * MR, koff, pc, bp, 0, acc,
-                                             t * MR * ldc + c0, ldc)
-        # Into place: the real pixels and channels, plus the bias, a run of
-        # pixels of one image at a time.
-        j0 = g * og + ob0 * nr  # this task's first output channel
-        jn = min(ldc, og - ob0 * nr)
+                cols = min(nr, og - ob * nr)
+                b0 = ((g * nob + ob) * k_n + pc) * nr
+                if not prepacked:
+                    _panel(wf, w_k, w_o, pc, kc, g * og + ob * nr, cols, nr, bp, 0)
+                    b0 = 0
+                for t in range(nt):
+                    m = (t0 + t) * MR
+                    if not direct:
+                        microkernel_indirect(kc, xf, rows, t * MR, koff, pc, bp, b0, acc,
+                                             t * MR * ldc + (ob - ob0) * nr, ldc)
+                    elif m + MR <= npix and cols == nr:
+                        microkernel_indirect(kc, xf, rows, t * MR, koff, pc, bp, b0, of,
+                                             m * o_m + g * og + ob * nr, o_m)
+                    else:  # an edge tile: keep its real pixels and channels
+                        for e in range(MR * nr):
+                            tile[e] = 0
+                        microkernel_indirect(kc, xf, rows, t * MR, koff, pc, bp, b0, tile, 0, nr)
+                        for i in range(min(MR, npix - m)):
+                            for j in range(cols):
+                                of[U((m + i) * o_m + g * og + ob * nr + j)] += tile[i * nr + j]
+        if direct:
+            continue
+        # NCHW: into place with the bias, a run of pixels of one image at a time.
         e = 0
-        mn = min(nt * MR, npix - t0 * MR)
         while e < mn:
             n = (t0 * MR + e) // pq
             pix0 = t0 * MR + e - n * pq
             run = min(mn - e, pq - pix0)
             d = n * o_n + j0 * o_o + pix0 * o_m
-            if o_o == 1:  # NHWC: a pixel's channels are contiguous
+            for j in range(jn):
+                b = bias[j0 + j] if has_bias else 0
                 for i in range(run):
-                    for j in range(jn):
-                        of[U(d + i * o_m + j)] = (acc[(e + i) * ldc + j]
-                                                  + (bias[j0 + j] if has_bias else 0))
-            else:  # NCHW: a channel's pixels are
-                for j in range(jn):
-                    b = bias[j0 + j] if has_bias else 0
-                    for i in range(run):
-                        of[U(d + j * o_o + i)] = acc[(e + i) * ldc + j] + b
+                    of[U(d + j * o_o + i * o_m)] = acc[(e + i) * ldc + j] + b
             e += run
