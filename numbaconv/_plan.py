@@ -291,17 +291,17 @@ def indirect_dims(g: Geometry, layout: str, images: int) -> np.ndarray:
 
     The padded input's strides (per image, group, output row and column),
     the weight's (per tap and output channel, OIHW read as (O, K), HWIO as
-    (K, O)), and the output's (per image, channel, pixel).
+    (K, O)), the output's (per image, channel, pixel), and 1 for NHWC.
     """
     hp, wp = indirect_padded(g) or (g.h, g.w)
     sh, sw = g.stride
     k = g.cg * g.kh * g.kw
     pq = g.p * g.q
     if layout == "NHWC":
-        strides = (hp * wp * g.c, g.cg, sh * wp * g.c, sw * g.c, g.o, 1, pq * g.o, 1, g.o)
+        strides = (hp * wp * g.c, g.cg, sh * wp * g.c, sw * g.c, g.o, 1, pq * g.o, 1, g.o, 1)
     else:
         plane = hp * wp
-        strides = (g.c * plane, g.cg * plane, sh * wp, sw, 1, k, g.o * pq, pq, 1)
+        strides = (g.c * plane, g.cg * plane, sh * wp, sw, 1, k, g.o * pq, pq, 1, 0)
     return np.array((images, pq, g.q, g.groups, g.og, k) + strides, dtype=np.int64)
 
 

@@ -108,5 +108,18 @@ def test_the_dispatcher_picks_it_for_wide_layers():
         assert "no column matrix" in str(stem)
     deep = numbaconv.explain((8, 7, 7, 512), (3, 3, 512, 512), padding=1, layout="NHWC")
     assert deep.algorithm == "im2col_gemm"  # K = 4608: BLAS was faster there
-    small = numbaconv.explain((1, 64, 56, 56), (64, 64, 3, 3), padding=1)
-    assert small.algorithm == "im2col_gemm"  # 3136 pixels: see choose_algorithm
+    small = numbaconv.explain((1, 64, 28, 28), (64, 64, 3, 3), padding=1)
+    assert small.algorithm == "im2col_gemm"  # 784 pixels: see choose_algorithm
+    assert numbaconv.explain((1, 64, 56, 56), (64, 64, 3, 3), padding=1).algorithm == (
+        "indirect_gemm")  # 3136 pixels
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_one_pixel_images(layout, rng):
+    # P*Q == 1: NCHW's channel stride equals NHWC's, yet its tiles are not rows of out.
+    x = rng.standard_normal((5, 3, 1, 1)).astype(np.float32)
+    w = rng.standard_normal((20, 3, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    xl, wl = _in_layout(layout, x, w)
+    y = numbaconv.conv2d_with(xl, wl, b, layout=layout, algorithm="indirect_gemm")
+    assert_close(_as_nchw(layout, y), conv2d_ref(x, w, b), np.float32)

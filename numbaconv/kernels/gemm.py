@@ -482,7 +482,8 @@ def conv_indirect(xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, o
     groups, og, K; then the padded input's strides per image, per group,
     per output row (times the stride) and per output column (likewise);
     W[k, o] = ``wf[k*w_k + o*w_o]``; and out[n, o, pixel] is at
-    ``n*o_n + o*o_o + pixel*o_m``.  NHWC has taps (kh, kw, c), NCHW
+    ``n*o_n + o*o_o + pixel*o_m``; last, 1 for NHWC (0 for NCHW), whose
+    output rows are the tiles' rows.  NHWC has taps (kh, kw, c), NCHW
     (c, kh, kw): ``koff`` and the weight strides say which.
 
     Tasks: (group, block of ``mt_blk`` tiles of MR pixels, block of
@@ -506,7 +507,7 @@ def conv_indirect(xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, o
     nblk = (ntile + mt_blk - 1) // mt_blk
     nobc = (nob + ob_blk - 1) // ob_blk
     prepacked = wpk.size > 0
-    direct = o_o == 1  # NHWC: pixel m's channels are out[m*o_m:]
+    direct = dims[15] == 1  # NHWC: pixel m's channels are out[m*o_m:]
     for task in prange(groups * nblk * nobc):
         obc = task % nobc
         rest = task // nobc
