@@ -275,14 +275,16 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
     wf = w.reshape(-1)
     nwp = g.groups * ceil_div(g.og, nr) * k * nr if prepack else 0
     wpk = buf[:nwp]
+    # At any size: no BLAS runs from here to the last chunk.  With OpenBLAS's
+    # threads stopped, the packing and padding kernels get both cores too.
+    quiet = _threads.quiet_blas()
     if prepack:
-        with serial_below(wpk.nbytes):
+        with contextlib.nullcontext() if quiet else serial_below(wpk.nbytes):
             kernels.get("pack_panels", "ANY", plan.dtype)(
                 wf, plan.dims[10], plan.dims[11], _view(wpk, (g.groups, -1, k, nr)))
     b, has_bias = _bias_arg(bias, x.dtype)
     padded = indirect_padded(g)
     conv = kernels.get("indirect_gemm", "ANY", plan.dtype)
-    _threads.quiet_blas()  # at any size: no BLAS runs between here and the last chunk
     for n0 in range(0, g.n, plan.batch_chunk):
         nb = min(plan.batch_chunk, g.n - n0)
         xp = x[n0 : n0 + nb]
@@ -292,7 +294,7 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
             xp = _view(buf[nwp : nwp + nb * hp * wp * g.c], shape)
             pad = kernels.get("pad", plan.layout, plan.dtype)
             edges = (g.pads[2], g.pads[2] + g.w) if plan.layout == "NCHW" else ()
-            with serial_below(xp.nbytes):
+            with contextlib.nullcontext() if quiet else serial_below(xp.nbytes):
                 pad(x[n0 : n0 + nb], xp, t.prow[:hp], t.pcol[:wp], *edges)
         dims = plan.dims
         if nb != plan.batch_chunk:

@@ -323,9 +323,9 @@ def indirect_offsets(g: Geometry, layout: str) -> np.ndarray:
     return np.ascontiguousarray(koff.reshape(-1), dtype=np.int64)
 
 
-# indirect_gemm needs at least this many output pixels per call: 16 tasks of
-# 192 pixels, so that the threads stay balanced (one 56x56 image has 3136).
-INDIRECT_MIN_PIXELS = 16 * 192
+# indirect_gemm needs at least this much work per call: it stops OpenBLAS's
+# threads first, and the next BLAS call pays ~0.1 ms or more to restart them.
+INDIRECT_MIN_FLOPS = 10**8
 
 
 def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype) -> str:
@@ -340,7 +340,7 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype) -> str:
     took 46 ms at batch 1 against 27-31 ms with im2col_gemm.
 
     ``indirect_gemm`` takes layers with K <= 1152 and at least
-    ``INDIRECT_MIN_PIXELS`` output pixels per call, in either layout: there it took 0.56-0.75x
+    ``INDIRECT_MIN_FLOPS`` of work per call, in either layout: there it took 0.56-0.75x
     im2col_gemm's time (NHWC, NCHW: 0.6-0.8x at batch 8), while deeper layers
     (K = 2304, 4608) and batch-1 layers after BLAS ones were slower.
     Figures and the way forward: docs/performance.md.
@@ -349,8 +349,7 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype) -> str:
         return "direct_depthwise"
     if is_pointwise(g):
         return "gemm_1x1"
-    if (g.cg * g.kh * g.kw <= 1152 and g.n * g.p * g.q >= INDIRECT_MIN_PIXELS
-            and indirect_fits(g, dtype)):
+    if g.cg * g.kh * g.kw <= 1152 and g.flops >= INDIRECT_MIN_FLOPS and indirect_fits(g, dtype):
         return "indirect_gemm"
     return "im2col_gemm"
 

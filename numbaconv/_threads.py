@@ -96,8 +96,10 @@ def _openblas_shutdowns() -> tuple[list, str]:
                    f"({', '.join(names)})")
 
 
-def quiet_blas() -> None:
+def quiet_blas() -> bool:
     """Stop OpenBLAS's idle, spinning threads before a large parallel Numba kernel.
+
+    Returns whether it did.
 
     They would share the cores with it for up to ~0.1 s after the last GEMM
     (section 4 above); the next threaded BLAS call starts them again
@@ -107,6 +109,8 @@ def quiet_blas() -> None:
     if _blas_shutdowns and threading.active_count() == 1:
         for shutdown in _blas_shutdowns:
             shutdown()
+        return True
+    return False
 
 
 def _env_threads() -> int | None:

@@ -465,7 +465,9 @@ def pack_panels(wf, w_k, w_o, wpk):
         g = task // nob
         ob = task - g * nob
         o0 = g * og + ob * nr
-        _panel(wf, w_k, w_o, 0, k_n, o0, min(nr, og - ob * nr), nr, pf, task * k_n * nr)
+        for k0 in range(0, k_n, 64):  # 64 panel rows (4 KiB) stay in L1 while OIHW fills them
+            _panel(wf, w_k, w_o, k0, min(64, k_n - k0), o0, min(nr, og - ob * nr), nr, pf,
+                   (task * k_n + k0) * nr)
 
 
 def conv_indirect(xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, ob_blk):
