@@ -300,8 +300,8 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
         if nb != plan.batch_chunk:
             dims = dims.copy()
             dims[0] = nb
-        conv(xp.reshape(-1), wf, wpk, b, has_bias, out[n0 : n0 + nb].reshape(-1), plan.offsets,
-             dims, kc, per, panels)
+        conv(xp.reshape(-1), wf, wpk, b, has_bias, _view(out[n0 : n0 + nb], (-1,)),
+             plan.offsets, dims, kc, per, panels)
 
 
 def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
