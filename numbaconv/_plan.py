@@ -339,17 +339,17 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype) -> str:
     call of the neighbouring layers: the 12 ResNet-50 layers back to back
     took 46 ms at batch 1 against 27-31 ms with im2col_gemm.
 
-    ``indirect_gemm`` takes layers with K <= 1152 and at least
+    ``indirect_gemm`` takes layers with K <= 2304 and at least
     ``INDIRECT_MIN_FLOPS`` of work per call, in either layout: there it took 0.56-0.75x
-    im2col_gemm's time (NHWC, NCHW: 0.6-0.8x at batch 8), while deeper layers
-    (K = 2304, 4608) and batch-1 layers after BLAS ones were slower.
+    im2col_gemm's time (NHWC, NCHW: 0.6-0.8x at batch 8), and 0.75-0.89x on
+    K = 2304 in NCHW, while K = 4608 was slower (1.0-1.3x).
     Figures and the way forward: docs/performance.md.
     """
     if is_depthwise(g):
         return "direct_depthwise"
     if is_pointwise(g):
         return "gemm_1x1"
-    if g.cg * g.kh * g.kw <= 1152 and g.flops >= INDIRECT_MIN_FLOPS and indirect_fits(g, dtype):
+    if g.cg * g.kh * g.kw <= 2304 and g.flops >= INDIRECT_MIN_FLOPS and indirect_fits(g, dtype):
         return "indirect_gemm"
     return "im2col_gemm"
 

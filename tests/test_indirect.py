@@ -108,6 +108,8 @@ def test_the_dispatcher_picks_it_for_wide_layers():
         assert "no column matrix" in str(stem)
     deep = numbaconv.explain((8, 7, 7, 512), (3, 3, 512, 512), padding=1, layout="NHWC")
     assert deep.algorithm == "im2col_gemm"  # K = 4608: BLAS was faster there
+    assert numbaconv.explain((8, 256, 14, 14), (256, 256, 3, 3), padding=1).algorithm == (
+        "indirect_gemm")  # K = 2304
     small = numbaconv.explain((1, 64, 28, 28), (64, 64, 3, 3), padding=1)
     assert small.algorithm == "im2col_gemm"  # 784 pixels: see choose_algorithm
     assert numbaconv.explain((1, 64, 56, 56), (64, 64, 3, 3), padding=1).algorithm == (
