@@ -362,9 +362,9 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int
     panel stay in L1).  Tiles: at most 32 (192 pixels) per task, in even
     blocks, a multiple of the thread count when there are few.  When that
     leaves fewer than four tasks per thread (small images, a deep layer at
-    batch 1), the weight panels are split across
-    tasks too, so that each panel is still read by few tasks; and each
-    task's scratch block stays within 128 KiB (L2).  The weight is packed
+    batch 1), the weight panels are split across tasks too, so that each
+    panel is still read by few tasks; and each task's scratch block stays
+    within 128 KiB (L2).  The weight is packed
     once per call only when more than two tasks read each panel; otherwise
     each task packs its own panels from the caller's weight.
     """
