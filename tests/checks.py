@@ -1,6 +1,9 @@
 """Assertions and optional peers shared by the test files."""
 
+import csv
 import importlib
+import json
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +27,17 @@ def optional(module: str):
 
 
 torch = optional("torch")
+
+
+def write_suite(tmp_path, layers) -> str:
+    """A ``bench --suite`` JSON file of ``layers`` in ``tmp_path``; its path."""
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(layers))
+    return str(path)
+
+
+def bench_csv(path) -> tuple[list[str], list[dict]]:
+    """The ``#`` header lines and the rows of a ``bench --csv`` file."""
+    text = Path(path).read_text().splitlines()
+    header = [line for line in text if line.startswith("#")]
+    return header, list(csv.DictReader(line for line in text if not line.startswith("#")))

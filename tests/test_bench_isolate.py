@@ -1,6 +1,5 @@
 """``numbaconv bench --isolate``: each peer timed in a Python process of its own."""
 
-import csv
 import json
 import os
 import subprocess
@@ -8,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from checks import bench_csv, write_suite
 
 from numbaconv import bench
 from numbaconv.cli import main
@@ -20,15 +20,9 @@ TINY = [
 
 @pytest.fixture
 def suite(tmp_path):
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(TINY))
-    return str(path)
+    return write_suite(tmp_path, TINY)
 
 
-def _csv(path):
-    text = path.read_text().splitlines()
-    header = [line for line in text if line.startswith("#")]
-    return header, list(csv.DictReader(line for line in text if not line.startswith("#")))
 
 
 def test_isolate_fills_the_peer_columns_and_says_so(suite, tmp_path, capsys):
@@ -38,7 +32,7 @@ def test_isolate_fills_the_peer_columns_and_says_so(suite, tmp_path, capsys):
                  "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
     assert "peers isolated: numpy" in out and "numpy ms" in out
-    header, rows = _csv(out_csv)
+    header, rows = bench_csv(out_csv)
     assert "# isolate: True" in header
     assert len(rows) == 2 and {r["check"] for r in rows} == {"ok"}
     assert all(float(r["numpy_ms"]) > 0 and float(r["vs_numpy"]) > 0 for r in rows)
@@ -49,7 +43,7 @@ def test_in_process_runs_record_isolate_false(suite, tmp_path):
     out_csv = tmp_path / "r.csv"
     assert main(["bench", "--suite", suite, "--compare", "numpy", "--repeat", "1", "--csv",
                  str(out_csv), "--quiet"]) == 0
-    assert "# isolate: False" in _csv(out_csv)[0]
+    assert "# isolate: False" in bench_csv(out_csv)[0]
 
 
 def _job(layout="NCHW", dtype="float32"):
@@ -103,7 +97,7 @@ def test_a_failed_worker_is_reported_and_the_run_goes_on(suite, tmp_path, capsys
     captured = capsys.readouterr()
     assert captured.out.count("ERROR in fake: isolated process failed (status 1)") == 2
     assert "KeyError" in captured.out and "did not match" in captured.err
-    rows = _csv(out_csv)[1]
+    rows = bench_csv(out_csv)[1]
     assert [r["name"] for r in rows] == ["tiny.3x3", "tiny.1x1"]
     assert all(float(r["numpy_ms"]) > 0 and r["fake_ms"] == "" for r in rows)
 

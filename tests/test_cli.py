@@ -1,6 +1,5 @@
 """The command line: bench, explain, info; exit 0 on success, 2 on bad arguments."""
 
-import csv
 import json
 import os
 import subprocess
@@ -8,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from checks import bench_csv, write_suite
 
 from numbaconv.cli import main
 
@@ -21,15 +21,11 @@ TINY = [
 
 @pytest.fixture
 def suite(tmp_path):
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(TINY))
-    return str(path)
+    return write_suite(tmp_path, TINY)
 
 
 def _csv_rows(path):
-    with open(path) as f:
-        lines = [line for line in f if not line.startswith("#")]
-    return list(csv.DictReader(lines))
+    return bench_csv(path)[1]
 
 
 def test_bench_writes_csv_and_json(suite, tmp_path, capsys):
