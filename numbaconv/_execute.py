@@ -31,8 +31,9 @@ def _view(a: np.ndarray, shape) -> np.ndarray:
 
 _local = threading.local()
 
-# Numba's GEMM kernels of at least this much work stop OpenBLAS's spinning
-# threads first (``_threads.quiet_blas``).  OpenBLAS then restarts them on
+# packed_gemm kernels of at least this much work stop OpenBLAS's spinning
+# threads first (``_threads.quiet_blas``; indirect_gemm always does, see
+# ``run_indirect_gemm``).  OpenBLAS then restarts them on
 # its next threaded call, which cost more than it saved on batch-1 layers
 # (ResNet-50 NHWC, 12 layers back to back: 27-31 vs 23-26 ms), while at
 # batch 8 (1.9 GFLOP layers) it saved a quarter (131-151 vs 181-193 ms).
@@ -278,12 +279,16 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
     # At any size: no BLAS runs from here to the last chunk.  With OpenBLAS's
     # threads stopped, the packing and padding kernels get both cores too.
     quiet = _threads.quiet_blas()
+    small_kernels = (lambda nbytes: contextlib.nullcontext()) if quiet else serial_below
     if prepack:
-        with contextlib.nullcontext() if quiet else serial_below(wpk.nbytes):
+        with small_kernels(wpk.nbytes):
             kernels.get("pack_panels", "ANY", plan.dtype)(
                 wf, plan.dims[10], plan.dims[11], _view(wpk, (g.groups, -1, k, nr)))
     b, has_bias = _bias_arg(bias, x.dtype)
     padded = indirect_padded(g)
+    if padded:
+        pad = kernels.get("pad", plan.layout, plan.dtype)
+        edges = (g.pads[2], g.pads[2] + g.w) if plan.layout == "NCHW" else ()
     conv = kernels.get("indirect_gemm", "ANY", plan.dtype)
     for n0 in range(0, g.n, plan.batch_chunk):
         nb = min(plan.batch_chunk, g.n - n0)
@@ -292,9 +297,7 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
             hp, wp = padded
             shape = (nb, hp, wp, g.c) if plan.layout == "NHWC" else (nb, g.c, hp, wp)
             xp = _view(buf[nwp : nwp + nb * hp * wp * g.c], shape)
-            pad = kernels.get("pad", plan.layout, plan.dtype)
-            edges = (g.pads[2], g.pads[2] + g.w) if plan.layout == "NCHW" else ()
-            with contextlib.nullcontext() if quiet else serial_below(xp.nbytes):
+            with small_kernels(xp.nbytes):
                 pad(x[n0 : n0 + nb], xp, t.prow[:hp], t.pcol[:wp], *edges)
         dims = plan.dims
         if nb != plan.batch_chunk:
