@@ -5,12 +5,16 @@ each one starts after a different kernel (and, for BLAS layers, with
 OpenBLAS's threads still spinning).  This times that sequence.
 
     LAY=NCHW python benchmarks/network_sequence.py auto 1 8
-    LAY=NHWC python benchmarks/network_sequence.py im2col 8
+    LAY=NHWC python benchmarks/network_sequence.py auto,packed 1 8
 
-The rule (first argument) is ``auto`` (the dispatcher), ``im2col``
-(im2col_gemm on every layer that is not 1x1) or ``indirect`` (indirect_gemm
-on every layer).  The other arguments are batch sizes.  Prints the median
-pass and each layer's median, in ms.  To compare two commits, run it
+A rule (first argument) is ``auto`` (the dispatcher), ``packed`` (the
+dispatcher, with every weight packed once beforehand by ``pack_weight``, as
+for inference), ``im2col`` (im2col_gemm on every layer that is not 1x1) or
+``indirect`` (indirect_gemm on every layer).  Several rules, comma-separated,
+take turns pass by pass in the one process, so that the drift of this
+shared machine hits each alike; the last line gives each rule's median over
+the first's.  The other arguments are batch sizes.  Prints the median pass
+and each layer's median, in ms.  To compare two commits, run it
 alternately in fresh processes with ``PYTHONPATH`` set to each checkout.
 """
 
@@ -33,35 +37,46 @@ def algorithm(rule: str, layer) -> str:
     return "auto"
 
 
-def main(rule: str, batches: list[int], layout: str) -> None:
+def main(rules: list[str], batches: list[int], layout: str) -> None:
     rng = np.random.default_rng(0)
     for n in batches:
         data = []
         for layer in load_suite("resnet50"):
             xs, ws = layer.shapes(n, layout)
-            data.append((layer, rng.random(xs, np.float32), rng.random(ws, np.float32)))
-        per = [[] for _ in data]
+            w = rng.random(ws, np.float32)
+            packed = numbaconv.pack_weight(w, layer.groups, layout=layout)
+            data.append((layer, rng.random(xs, np.float32), w, packed))
+        per = {rule: [[] for _ in data] for rule in rules}
+        passes = {rule: [] for rule in rules}
 
-        def forward(data=data, per=per):
-            for i, (layer, x, w) in enumerate(data):
+        def forward(rule, data=data, per=per, passes=passes):
+            t0 = time.perf_counter()
+            for i, (layer, x, w, packed) in enumerate(data):
                 t = time.perf_counter()
-                numbaconv.conv2d_with(x, w, algorithm=algorithm(rule, layer), layout=layout,
+                numbaconv.conv2d_with(x, packed if rule == "packed" else w,
+                                      algorithm=algorithm(rule, layer), layout=layout,
                                       **layer.conv_kwargs())
-                per[i].append(time.perf_counter() - t)
+                per[rule][i].append(time.perf_counter() - t)
+            passes[rule].append(time.perf_counter() - t0)
 
-        forward()
-        forward()
-        for p in per:
-            p.clear()
-        passes = []
+        for rule in rules:  # warm-up
+            forward(rule)
+            forward(rule)
+            passes[rule].clear()
+            for p in per[rule]:
+                p.clear()
         for _ in range(11 if n == 1 else 5):
-            t = time.perf_counter()
-            forward()
-            passes.append(time.perf_counter() - t)
-        layers = " ".join(f"{statistics.median(p) * 1e3:.2f}" for p in per)
-        print(f"{rule} {layout} N {n} {statistics.median(passes) * 1e3:.1f} ms   {layers}",
-              flush=True)
+            for rule in rules:
+                forward(rule)
+        medians = {rule: statistics.median(passes[rule]) for rule in rules}
+        for rule in rules:
+            layers = " ".join(f"{statistics.median(p) * 1e3:.2f}" for p in per[rule])
+            print(f"{rule} {layout} N {n} {medians[rule] * 1e3:.1f} ms   {layers}", flush=True)
+        if len(rules) > 1:
+            ratios = ", ".join(f"{r} {medians[r] / medians[rules[0]]:.3f}" for r in rules[1:])
+            print(f"  over {rules[0]}: {ratios}", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], [int(a) for a in sys.argv[2:]] or [1, 8], os.environ.get("LAY", "NCHW"))
+    main(sys.argv[1].split(","), [int(a) for a in sys.argv[2:]] or [1, 8],
+         os.environ.get("LAY", "NCHW"))

@@ -16,6 +16,7 @@ from .conv import col2im, conv2d, conv2d_with, explain, im2col
 from .backward import conv2d_backward, conv2d_grad_input, conv2d_grad_weight
 from .transpose import conv_transpose2d
 from .layers import Conv2d, ConvTranspose2d
+from .packed import PackedWeight, pack_weight
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,7 @@ __all__ = [
     "CacheInfo",
     "Conv2d",
     "ConvTranspose2d",
+    "PackedWeight",
     "Plan",
     "cache_clear",
     "cache_info",
@@ -37,6 +39,7 @@ __all__ = [
     "explain",
     "get_num_threads",
     "im2col",
+    "pack_weight",
     "release_workspace",
     "set_num_threads",
     "threads",

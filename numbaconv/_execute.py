@@ -70,7 +70,7 @@ def release_workspace() -> None:
     _local.buf = None
 
 
-def packed_weight(plan: Plan, w: np.ndarray) -> np.ndarray:
+def weight_matrices(plan: Plan, w: np.ndarray) -> np.ndarray:
     """The weight as (groups, ...) matrices for the GEMMs, as a view.
 
     NCHW: OIHW -> (G, Og, Cg*KH*KW), the left operand of W @ cols.
@@ -181,7 +181,7 @@ def _unbatch(plan: Plan, tmp: np.ndarray, out: np.ndarray, n0: int, nb: int, bia
 
 def run_gemm_1x1(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray) -> None:
     g = plan.geometry
-    wp = packed_weight(plan, w)
+    wp = weight_matrices(plan, w)
     hw = g.h * g.w
     if plan.layout == "NHWC":
         # One GEMM over the whole batch per group: x[N*H*W, Cg] @ W[Cg, Og].
@@ -213,7 +213,7 @@ def run_im2col_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndar
     g = plan.geometry
     kk = g.kh * g.kw
     rows_k = g.c * kk  # column-matrix rows (NCHW) / columns (NHWC)
-    wp = packed_weight(plan, w)
+    wp = weight_matrices(plan, w)
     buf = workspace(plan.workspace_bytes, x.dtype)
     for n0 in range(0, g.n, plan.batch_chunk):
         nb = min(plan.batch_chunk, g.n - n0)
@@ -267,15 +267,19 @@ def run_packed_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndar
            t.wint, t.sh, t.sw, g.groups, kc, nc, mc)
 
 
-def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray) -> None:
+def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray,
+                      panels: np.ndarray | None = None) -> None:
+    """``panels``: a ``PackedWeight``'s, when ``plan.prepacked`` (then none are built)."""
     g, t = plan.geometry, plan.tables
-    kc, per, panels, prepack = plan.tile
+    kc, per, per_task, prepack = plan.tile
     k = g.cg * g.kh * g.kw
     nr = kernels.panel_width(plan.dtype)
     buf = workspace(plan.workspace_bytes, x.dtype)
     wf = w.reshape(-1)
+    if plan.prepacked != (panels is not None):  # pragma: no cover - a caller's bug
+        raise AssertionError("indirect_gemm: panels must come with a prepacked plan, only")
     nwp = g.groups * ceil_div(g.og, nr) * k * nr if prepack else 0
-    wpk = buf[:nwp]
+    wpk = buf[:nwp] if panels is None else _view(panels, (-1,))
     # At any size: no BLAS runs from here to the last chunk.  With OpenBLAS's
     # threads stopped, the packing and padding kernels get both cores too.
     quiet = _threads.quiet_blas()
@@ -304,7 +308,7 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
             dims = dims.copy()
             dims[0] = nb
         conv(xp.reshape(-1), wf, wpk, b, has_bias, _view(out[n0 : n0 + nb], (-1,)),
-             plan.offsets, dims, kc, per, panels)
+             plan.offsets, dims, kc, per, per_task)
 
 
 def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,

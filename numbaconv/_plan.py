@@ -163,6 +163,9 @@ class Plan:
     dims : int64 array or None
         indirect_gemm only: the layout as data for one chunk of images
         (``indirect_dims``).
+    prepacked : bool
+        indirect_gemm only: the weight's panels come ready from a
+        ``PackedWeight`` (``pack_weight``) instead of being built per call.
     """
 
     algorithm: str
@@ -183,6 +186,7 @@ class Plan:
     tile: tuple | None = None
     offsets: np.ndarray | None = field(default=None, repr=False, compare=False)
     dims: np.ndarray | None = field(default=None, repr=False, compare=False)
+    prepacked: bool = False
 
     @property
     def chunks(self) -> int:
@@ -205,7 +209,8 @@ class Plan:
         elif self.tile:
             kc, mt, ob, _ = self.tile
             how = (f"no column matrix: Numba micro-kernel on the padded input, tasks of "
-                   f"{mt * MR} pixels x {ob} weight panel(s), K blocks of {kc}")
+                   f"{mt * MR} pixels x {ob} weight panel(s), K blocks of {kc}"
+                   + (", weight packed beforehand" if self.prepacked else ""))
         gemm = (f"  GEMM   M x N x K = {self.gemm_m} x {self.gemm_n} x {self.gemm_k}, "
                 f"{self.gemm_calls} call(s), {how}" if self.gemm_calls else
                 "  GEMM   none: a direct multiply-add kernel")
@@ -262,9 +267,9 @@ def gemm_batched(g: Geometry, layout: str) -> bool:
     return layout == "NCHW" and g.n > 1 and g.p * g.q < config.gemm_batch_below
 
 
-def indirect_fits(g: Geometry, dtype: np.dtype) -> bool:
+def indirect_fits(g: Geometry, dtype: np.dtype, prepacked: bool = False) -> bool:
     """Whether one padded image and the packed weight fit in the workspace bound."""
-    return _indirect_bytes(g, dtype, 1) <= config.max_workspace_bytes
+    return _indirect_bytes(g, dtype, 1, prepacked) <= config.max_workspace_bytes
 
 
 def indirect_padded(g: Geometry) -> tuple[int, int] | None:
@@ -277,12 +282,15 @@ def indirect_padded(g: Geometry) -> tuple[int, int] | None:
     return None if g.pads == (0, 0, 0, 0) else (g.h + pt + pb, g.w + pl + pr)
 
 
-def _indirect_bytes(g: Geometry, dtype: np.dtype, images: int) -> int:
-    """indirect_gemm's workspace: ``images`` padded images plus the weight panels."""
+def _indirect_bytes(g: Geometry, dtype: np.dtype, images: int, prepacked: bool = False) -> int:
+    """indirect_gemm's workspace: ``images`` padded images plus the weight panels.
+
+    With ``prepacked`` (a ``PackedWeight`` brings its panels), none for them.
+    """
     hw = indirect_padded(g)
     padded = hw[0] * hw[1] * g.c if hw else 0
     nr = gemm.panel_width(dtype.name)
-    panels = g.groups * ceil_div(g.og, nr) * nr * g.cg * g.kh * g.kw
+    panels = 0 if prepacked else g.groups * ceil_div(g.og, nr) * nr * g.cg * g.kh * g.kw
     return (images * padded + panels) * dtype.itemsize
 
 
@@ -328,7 +336,7 @@ def indirect_offsets(g: Geometry, layout: str) -> np.ndarray:
 INDIRECT_MIN_FLOPS = 10**8
 
 
-def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype) -> str:
+def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool = False) -> str:
     """The dispatcher's rule, in order of preference.
 
     ``packed_gemm`` is not chosen automatically.  Layer by layer it took
@@ -342,20 +350,24 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype) -> str:
     ``indirect_gemm`` takes layers with K <= 2304 and at least
     ``INDIRECT_MIN_FLOPS`` of work per call, in either layout: there it took 0.56-0.75x
     im2col_gemm's time (NHWC, NCHW: 0.6-0.8x at batch 8), and 0.75-0.89x on
-    K = 2304 in NCHW, while K = 4608 was slower (1.0-1.3x).
+    K = 2304 in NCHW, while K = 4608 was slower (1.0-1.3x).  The deep layers
+    lose because each call packs a large weight; with the weight packed
+    beforehand (``prepacked``: a ``PackedWeight``), K = 4608 took 0.66x
+    (batch 1) and 0.82x (batch 8) of im2col_gemm's time, so then any K goes.
     Figures and the way forward: docs/performance.md.
     """
     if is_depthwise(g):
         return "direct_depthwise"
     if is_pointwise(g):
         return "gemm_1x1"
-    if g.cg * g.kh * g.kw <= 2304 and g.flops >= INDIRECT_MIN_FLOPS and indirect_fits(g, dtype):
+    if ((prepacked or g.cg * g.kh * g.kw <= 2304) and g.flops >= INDIRECT_MIN_FLOPS
+            and indirect_fits(g, dtype, prepacked)):
         return "indirect_gemm"
     return "im2col_gemm"
 
 
-def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int
-                  ) -> tuple[int, int, int, bool]:
+def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
+                  prepacked: bool = False) -> tuple[int, int, int, bool]:
     """(kc, tiles per task, weight panels per task, pack the weight once) of indirect_gemm.
 
     kc: K blocks of at most 256 (one block of MR pixels' A and one weight
@@ -366,7 +378,8 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int
     panel is still read by few tasks; and each task's scratch block stays
     within 128 KiB (L2).  The weight is packed
     once per call only when more than two tasks read each panel; otherwise
-    each task packs its own panels from the caller's weight.
+    each task packs its own panels from the caller's weight; and never when
+    a ``PackedWeight`` brings them (``prepacked``).
     """
     k = g.cg * g.kh * g.kw
     kc = ceil_div(k, ceil_div(k, 256))
@@ -386,7 +399,7 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int
     most = max(1, (128 << 10) // (per * MR * nr * dtype.itemsize))
     per_task = min(ceil_div(panels, split), most)
     per_task = ceil_div(panels, ceil_div(panels, per_task))  # even blocks
-    return kc, per, per_task, blocks > 2
+    return kc, per, per_task, blocks > 2 and not prepacked
 
 
 def packed_tile(g: Geometry, dtype: np.dtype, threads: int) -> tuple[int, int, int]:
@@ -416,10 +429,15 @@ def packed_tile(g: Geometry, dtype: np.dtype, threads: int) -> tuple[int, int, i
     return kc, nc, mc
 
 
-def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto") -> Plan:
-    """Build (uncached) the plan for one problem; ``algorithm`` may force one."""
+def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto",
+              prepacked: bool = False) -> Plan:
+    """Build (uncached) the plan for one problem; ``algorithm`` may force one.
+
+    ``prepacked``: the weight comes as a ``PackedWeight`` whose panels
+    indirect_gemm can use (the same layout, groups and dtype).
+    """
     if algorithm == "auto":
-        algorithm = choose_algorithm(g, layout.name, np.dtype(dtype))
+        algorithm = choose_algorithm(g, layout.name, np.dtype(dtype), prepacked)
     elif algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm: expected 'auto' or one of {list(ALGORITHMS)}, got "
                          f"{algorithm!r}")
@@ -452,7 +470,7 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
     if algorithm == "indirect_gemm":
         # Whole images per chunk (a padded image cannot be split); at least one.
         per_image = _indirect_bytes(g, dtype, 1) - _indirect_bytes(g, dtype, 0)
-        room = limit - _indirect_bytes(g, dtype, 0)
+        room = limit - _indirect_bytes(g, dtype, 0, prepacked)
         fit = (room // per_image if room > 0 else 1) if per_image else g.n  # x read in place
         bc = max(1, min(max(g.n, 1), fit))
         bc = ceil_div(max(g.n, 1), ceil_div(max(g.n, 1), bc))  # balanced chunks
@@ -460,11 +478,11 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
                     gemm_m=bc * g.p * g.q, gemm_n=g.og, gemm_k=g.cg * g.kh * g.kw,
                     gemm_calls=g.groups * ceil_div(g.n, bc) if g.n else 0, gemm_batched=False,
                     batch_chunk=bc, row_chunk=g.p,
-                    workspace_bytes=_indirect_bytes(g, dtype, bc) if g.n else 0,
+                    workspace_bytes=_indirect_bytes(g, dtype, bc, prepacked) if g.n else 0,
                     max_workspace_bytes=limit, threads=threads, tables=IndexTables.build(g),
-                    tile=indirect_tile(g, dtype, bc, threads),
+                    tile=indirect_tile(g, dtype, bc, threads, prepacked),
                     offsets=indirect_offsets(g, layout.name),
-                    dims=indirect_dims(g, layout.name, bc))
+                    dims=indirect_dims(g, layout.name, bc), prepacked=prepacked)
     nchw = layout.name == "NCHW"
     batched = gemm_batched(g, layout.name)
     kk = g.kh * g.kw
@@ -504,9 +522,10 @@ _lock = threading.Lock()
 _stats = {"hits": 0, "misses": 0}
 
 
-def get_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto") -> Plan:
+def get_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto",
+             prepacked: bool = False) -> Plan:
     """The cached plan for this problem signature; built on the first call."""
-    key = (layout.name, np.dtype(dtype).name, g, algorithm, config.max_workspace_bytes,
+    key = (layout.name, np.dtype(dtype).name, g, algorithm, prepacked, config.max_workspace_bytes,
            config.gemm_batch_below,
            numba.get_num_threads())
     with _lock:
@@ -515,7 +534,7 @@ def get_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "aut
             _stats["hits"] += 1
             return plan
         _stats["misses"] += 1
-    plan = make_plan(g, layout, dtype, algorithm)
+    plan = make_plan(g, layout, dtype, algorithm, prepacked)
     with _lock:
         return _plans.setdefault(key, plan)
 

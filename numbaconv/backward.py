@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _args, kernels
-from ._execute import channel_block, gather, packed_weight, scatter, serial_below, workspace
+from ._execute import channel_block, gather, scatter, serial_below, weight_matrices, workspace
 from ._plan import Plan, get_plan, is_depthwise, is_pointwise
 
 __all__ = ["conv2d_backward", "conv2d_grad_input", "conv2d_grad_weight"]
@@ -160,7 +160,7 @@ def grad_input(g, layout, dtype, w, gout) -> np.ndarray:
     gx = (np.empty if pointwise else np.zeros)(layout.x_shape(g.n, g.c, g.h, g.w), dtype)
     if g.n == 0:
         return gx
-    wt = packed_weight(plan, w).transpose(0, 2, 1)  # NCHW (G, Cg*KK, Og); NHWC (G, Og, KK*Cg)
+    wt = weight_matrices(plan, w).transpose(0, 2, 1)  # NCHW (G, Cg*KK, Og); NHWC (G, Og, KK*Cg)
     kk, hw = g.kh * g.kw, g.h * g.w
     nchw = layout.name == "NCHW"
     if pointwise and not nchw:  # x_g (NHW, Cg) = gout_g (NHW, Og) @ W_g^T, the whole batch
@@ -218,8 +218,8 @@ def grad_weight(g, layout, dtype, x, gout, cols=None) -> np.ndarray:
     if g.n == 0:
         return gw
     kk, hw = g.kh * g.kw, g.h * g.w
-    # The GEMMs write into gw through its packed_weight view.
-    acc = _Accumulator(packed_weight(plan, gw))
+    # The GEMMs write into gw through its weight_matrices view.
+    acc = _Accumulator(weight_matrices(plan, gw))
     if layout.name == "NHWC":
         if pointwise:  # W_g (Cg, Og) = x_g^T (Cg, NHW) @ gout_g (NHW, Og): one GEMM
             rows = g.n * hw

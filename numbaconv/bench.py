@@ -593,8 +593,10 @@ def _close(a, b, dtype) -> bool:
         1.0, float(np.abs(b).max(initial=0)))
 
 
-def configurations(layers, batches, layouts, dtypes, threads, algorithm):
+def configurations(layers, batches, layouts, dtypes, threads, algorithm, prepack=False):
     """Every row of a sweep, layers innermost (so a plot panel fills up first).
+
+    ``prepack``: numbaconv gets each weight as a ``pack_weight`` result.
 
     Examples
     --------
@@ -610,7 +612,7 @@ def configurations(layers, batches, layouts, dtypes, threads, algorithm):
                 for n in batches:
                     for layer in layers:
                         yield dict(layer=layer, batch=n, layout=layout, dtype=dtype, threads=t,
-                                   algorithm=algorithm)
+                                   algorithm=algorithm, prepack=prepack)
 
 
 def row_key(row: dict) -> tuple:
@@ -717,13 +719,16 @@ def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float,
     """
     from . import _threads
     from .conv import conv2d_with, explain
+    from .packed import pack_weight
 
     layer, n, layout, dtype = cfg["layer"], cfg["batch"], cfg["layout"], cfg["dtype"]
     x, w = _rng_arrays(layer, n, layout, dtype)
     kw = layer.conv_kwargs()
     with _threads.threads(cfg["threads"]):
-        plan = explain(x, w, layout=layout, algorithm=cfg["algorithm"], **kw)
-        ours = measure(lambda: conv2d_with(x, w, layout=layout, algorithm=cfg["algorithm"],
+        # Packed outside the timing, as a peer's session set-up is.
+        ws = pack_weight(w, layer.groups, layout=layout) if cfg.get("prepack") else w
+        plan = explain(x, ws, layout=layout, algorithm=cfg["algorithm"], **kw)
+        ours = measure(lambda: conv2d_with(x, ws, layout=layout, algorithm=cfg["algorithm"],
                                            **kw), repeat)
         flops = plan.flops
         row = {

@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "for the whole run) instead of in this one, where Numba's OpenMP and "
                         "OpenBLAS's thread pools slow the peers' own pools; results are "
                         "checked on a sample of each output")
+    b.add_argument("--prepack", action="store_true",
+                   help="time numbaconv with each weight packed beforehand (pack_weight), as "
+                        "ONNX Runtime packs its weights when it creates a session; the "
+                        "packing is not timed")
     b.add_argument("--repeat", type=_positive_int, default=5,
                    help="timed calls per row, after one first call and one warm-up (default: 5)")
     b.add_argument("--csv", metavar="PATH", help="write every row, with a header block")
@@ -196,17 +200,22 @@ def _parse_cell(column: str, text: str):
     return int(text) if column in _INT_COLUMNS else float(text)
 
 
-def _read_rows(path: str, columns: list[str], isolate: bool) -> list[dict]:
-    """The rows of an earlier run's CSV, typed, for --resume."""
+def _read_rows(path: str, columns: list[str], flags: dict[str, bool]) -> list[dict]:
+    """The rows of an earlier run's CSV, typed, for --resume.
+
+    ``flags``: the run-wide switches (``isolate``, ``prepack``) that the file
+    must have been written with too.
+    """
     try:
         with open(path, newline="") as f:
             lines = list(f)
-        # Files written before --isolate existed have no such line: peers in-process.
-        was = "# isolate: True\n" in lines
-        if was != isolate:
-            raise UsageError(f"numbaconv bench: --resume: {path} was written "
-                             f"{'with' if was else 'without'} --isolate; use the same "
-                             f"--isolate so that its rows are comparable")
+        for flag, now in flags.items():
+            # Files written before a switch existed have no such line: it was off.
+            was = f"# {flag}: True\n" in lines
+            if was != now:
+                raise UsageError(f"numbaconv bench: --resume: {path} was written "
+                                 f"{'with' if was else 'without'} --{flag}; use the same "
+                                 f"--{flag} so that its rows are comparable")
         lines = [line for line in lines if not line.startswith("#")]
         reader = csv.DictReader(lines)
         if reader.fieldnames and list(reader.fieldnames) != columns:
@@ -371,14 +380,16 @@ def cmd_bench(args) -> int:
         plot_path = None
     peers = _choose_peers(args.compare, list(bench.PEERS), bench.available_peers())
     configs = _applicable(list(bench.configurations(layers, args.batch, args.layout, args.dtype,
-                                                    args.threads, args.algorithm)),
+                                                    args.threads, args.algorithm,
+                                                    args.prepack)),
                           args.algorithm)
     layers = list(dict.fromkeys(c["layer"] for c in configs))
     columns = FIXED_COLUMNS + [c for p in peers for c in (f"{p}_ms", f"vs_{p}")]
 
     earlier = []
     if args.resume and os.path.exists(args.csv):
-        earlier = _read_rows(args.csv, columns, args.isolate)
+        earlier = _read_rows(args.csv, columns, {"isolate": args.isolate,
+                                                 "prepack": args.prepack})
     done = {bench.row_key(r) for r in earlier}
     configs = [c for c in configs if (c["layer"].name, c["batch"], c["layout"], c["dtype"],
                                       c["threads"], c["algorithm"]) not in done]
@@ -387,12 +398,15 @@ def cmd_bench(args) -> int:
     sgemm = bench.sgemm_gflops()
     machine["sgemm_gflops"] = round(sgemm, 1)
     machine["isolate"] = args.isolate  # peers each timed in a process of their own
+    machine["prepack"] = args.prepack  # numbaconv's weights packed before timing
     machine["command"] = " ".join(["numbaconv", *args.argv])
     say = (lambda *a: None) if args.quiet else print
     say(f"# {machine['cpu']}, {machine['cores']} cores ({machine['simd']}); numba "
         f"{machine['numba']} ({machine['threading_layer']}); BLAS sgemm {sgemm:.1f} GFLOP/s")
     if args.isolate and peers:
         say(f"# peers isolated: {', '.join(peers)} each timed in a Python process of its own")
+    if args.prepack:
+        say("# numbaconv's weights packed beforehand (pack_weight), not timed")
     if done:
         say(f"# resuming: {len(done)} row(s) already in {args.csv}, {len(configs)} to run")
     table = _Table(peers, max(len(layer.name) for layer in layers),

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _args
-from ._execute import RUNNERS, gather, scatter
+from ._execute import RUNNERS, gather, run_indirect_gemm, scatter
 from ._plan import Plan, get_plan, make_plan
+from .packed import PackedWeight
 
 __all__ = ["col2im", "conv2d", "conv2d_with", "explain", "im2col"]
 
@@ -47,9 +48,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     x : array_like
         ``(N, C, H, W)`` for ``layout="NCHW"`` or ``(N, H, W, C)`` for
         ``layout="NHWC"``; a 3-d unbatched input gives a 3-d output.
-    weight : array_like
+    weight : array_like or PackedWeight
         ``(O, C/groups, KH, KW)`` (OIHW, PyTorch) for NCHW, or
-        ``(KH, KW, C/groups, O)`` (HWIO, TensorFlow/JAX) for NHWC.
+        ``(KH, KW, C/groups, O)`` (HWIO, TensorFlow/JAX) for NHWC; or the
+        result of :func:`pack_weight` (same layout and groups), for repeated
+        calls with one weight.
     bias : array_like, optional
         ``(O,)``, added to every output position.
     stride, dilation : int or (int, int)
@@ -104,21 +107,23 @@ def conv2d_with(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     For layout and algorithm experiments (``numbaconv bench --algorithm``).
     """
     layout = _args.layout_of(layout)
+    packed = weight if isinstance(weight, PackedWeight) else None
     x, unbatched, weight, bias = _conv_inputs(x, weight, bias, layout)
+    dtype = _args.result_dtype(x, weight, bias)
+    # Before the shapes: a weight packed for another layout reads as another shape.
+    panels = None if packed is None else packed.panels_for(layout.name, groups, dtype)
     g = _args.conv_geometry(x.shape, weight.shape, layout, stride, padding, dilation, groups,
                             padding_mode)
     _check_bias(bias, g.o)
-    dtype = _args.result_dtype(x, weight, bias)
     out = np.empty(layout.x_shape(g.n, g.o, g.p, g.q), dtype=dtype)
     if g.n:
-        plan = get_plan(g, layout, dtype, algorithm)
-        RUNNERS[plan.algorithm](
-            plan,
-            _args.contiguous(x, dtype),
-            _args.contiguous(weight, dtype),
-            None if bias is None else _args.contiguous(bias, dtype),
-            out,
-        )
+        plan = get_plan(g, layout, dtype, algorithm, prepacked=panels is not None)
+        args = (plan, _args.contiguous(x, dtype), _args.contiguous(weight, dtype),
+                None if bias is None else _args.contiguous(bias, dtype), out)
+        if plan.prepacked:
+            run_indirect_gemm(*args, panels=panels)
+        else:
+            RUNNERS[plan.algorithm](*args)
     return out[0] if unbatched else out
 
 
@@ -149,6 +154,8 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     'gemm_1x1'
     """
     layout = _args.layout_of(layout)
+    if isinstance(weight, PackedWeight):
+        weight.panels_for(layout.name, groups, weight.dtype)  # the same checks as conv2d
     x_shape, x_dtype = _shape_or_array(x, "x")
     w_shape, w_dtype = _shape_or_array(weight, "weight")
     if len(x_shape) == 3:
@@ -168,7 +175,9 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     dtype = np.dtype(dtype)
     if dtype not in _args.SUPPORTED_DTYPES:
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-    return make_plan(g, layout, dtype, algorithm)
+    prepacked = isinstance(weight, PackedWeight) and (
+        weight.panels_for(layout.name, groups, dtype) is not None)
+    return make_plan(g, layout, dtype, algorithm, prepacked)
 
 
 # --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from . import _args
-from ._execute import gather, packed_weight, workspace
+from ._execute import gather, weight_matrices, workspace
 from ._plan import is_depthwise, is_pointwise
 from .backward import backward_plan, grad_bias, grad_input, grad_weight
 from .conv import conv2d
@@ -227,7 +227,7 @@ class Conv2d(_Layer):
         reuse = prev is not None and prev.shape == shape and prev.dtype == dtype
         cols = prev if reuse else np.empty(shape, dtype)
         gather(plan, x, cols, row_major=plan.gemm_batched)
-        wp = packed_weight(plan, _args.contiguous(self.weight, dtype))
+        wp = weight_matrices(plan, _args.contiguous(self.weight, dtype))
         bias = None if self.bias is None else self.bias.astype(dtype)
         out = np.empty(_args.layout_of(plan.layout).x_shape(g.n, g.o, g.p, g.q), dtype)
         if plan.layout == "NHWC":

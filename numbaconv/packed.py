@@ -1,0 +1,153 @@
+"""Weights packed once for many calls: ``pack_weight`` and ``PackedWeight``.
+
+``indirect_gemm`` multiplies the input by the weight cut into panels of NR
+output channels, each panel row one cache line (``kernels.gemm.pack_panels``).
+Per call it builds those panels itself, and on a deep layer at batch 1 that
+is a large share of the call: ResNet-50's 7x7x512 3x3 layer (a 9.4 MB weight)
+took 3.5 ms packing per call against 2.2 ms with the panels made beforehand
+(docs/performance.md).  For inference the weight does not change between
+calls, so it can be packed once, as ONNX Runtime does when it creates a
+session; this module is that step.
+
+A ``PackedWeight`` holds a private, read-only copy of the weight next to its
+panels, so a later in-place change to the caller's array cannot leave the
+two out of step; ``np.asarray(packed)`` gives that copy back, so every
+function that takes a weight also takes a ``PackedWeight``, and ``conv2d``
+uses the panels wherever its plan is ``indirect_gemm`` in the weight's dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _args, kernels
+from ._args import ceil_div
+
+__all__ = ["PackedWeight", "pack_weight"]
+
+
+class PackedWeight:
+    """A conv2d weight and its ``indirect_gemm`` panels, made by :func:`pack_weight`.
+
+    Attributes
+    ----------
+    weight : numpy.ndarray
+        A read-only copy of the weight (OIHW or HWIO, as packed).
+    layout : str
+        ``"NCHW"`` (OIHW weight) or ``"NHWC"`` (HWIO weight).
+    groups : int
+        The groups it was packed for; conv2d must be called with the same.
+    """
+
+    __slots__ = ("weight", "layout", "groups", "_panels")
+
+    def __init__(self, weight: np.ndarray, layout: str, groups: int, panels: np.ndarray | None):
+        self.weight = weight
+        self.layout = layout
+        self.groups = groups
+        self._panels = panels  # (groups, panels, K, NR); None for a depthwise weight
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.weight.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.weight.dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: the weight's copy plus its panels."""
+        return self.weight.nbytes + (0 if self._panels is None else self._panels.nbytes)
+
+    def __array__(self, dtype=None, copy=None):
+        if copy:
+            return np.array(self.weight, dtype=dtype)
+        return self.weight if dtype is None else self.weight.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return (f"PackedWeight(shape={self.shape}, dtype={self.dtype}, layout={self.layout!r}, "
+                f"groups={self.groups})")
+
+    def panels_for(self, layout: str, groups, dtype: np.dtype) -> np.ndarray | None:
+        """The panels for a conv2d call with these arguments, or None if they do not apply.
+
+        A layout or groups that differ from the packing is the caller's
+        mistake (the panels' order depends on both), so it raises; another
+        compute dtype (a float64 input with a float32 weight) just cannot
+        use them, and the call runs from the weight as usual.
+        """
+        if layout != self.layout:
+            raise ValueError(f"layout: the weight was packed for layout {self.layout!r}, got "
+                             f"{layout!r}; pack it again with pack_weight(..., layout="
+                             f"{layout!r})")
+        groups = _args.groups_of(groups)
+        if groups != self.groups:
+            raise ValueError(f"groups: the weight was packed for groups={self.groups}, got "
+                             f"groups={groups}")
+        return self._panels if np.dtype(dtype) == self.dtype else None
+
+
+def panel_strides(layout: str, w_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(w_k, w_o): W[k, o] = weight.flat[k*w_k + o*w_o], OIHW as (O, K), HWIO as (K, O)."""
+    if layout == "NHWC":
+        return w_shape[3], 1
+    return 1, w_shape[1] * w_shape[2] * w_shape[3]
+
+
+def pack_weight(weight, groups=1, *, layout="NCHW") -> PackedWeight:
+    """Pack a conv2d weight once, for many calls with it (inference).
+
+    Pass the result to :func:`conv2d` (or ``conv2d_with``, ``explain``) in
+    place of the weight, with the same ``layout`` and ``groups``.  Where
+    conv2d's plan is ``indirect_gemm``, it then reads the ready panels
+    instead of building them on every call, and the dispatcher also picks
+    ``indirect_gemm`` for deep layers (K > 2304) that would otherwise take
+    ``im2col_gemm``: ResNet-50's 7x7x512 3x3 layer then took 0.66x (batch 1)
+    and 0.82x (batch 8) of im2col_gemm's time (docs/performance.md).
+
+    The weight is copied: changing the original afterwards does not change
+    the packed one.  Memory: about twice the weight (the copy and panels
+    padded to 16 float32 or 8 float64 output channels per group).
+
+    Parameters
+    ----------
+    weight : array_like
+        ``(O, C/groups, KH, KW)`` for ``layout="NCHW"``, ``(KH, KW, C/groups, O)``
+        for ``"NHWC"``; float32 or float64.
+    groups : int
+        The ``groups`` of the convolutions it will be used in.
+    layout : {"NCHW", "NHWC"}
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((1, 64, 28, 28), dtype=np.float32)
+    >>> w = rng.standard_normal((64, 64, 3, 3), dtype=np.float32)
+    >>> packed = numbaconv.pack_weight(w)
+    >>> packed
+    PackedWeight(shape=(64, 64, 3, 3), dtype=float32, layout='NCHW', groups=1)
+    >>> y = numbaconv.conv2d(x, packed, padding=1)
+    >>> bool(np.allclose(y, numbaconv.conv2d(x, w, padding=1), atol=1e-4))
+    True
+    """
+    layout = _args.layout_of(layout)
+    w = _args.as_float_array(weight, "weight")
+    _args.ensure_ndim(w, "weight", (4,), f"in {layout.weight_name} order")
+    groups = _args.groups_of(groups)
+    o, ci, kh, kw = layout.w_dims(w.shape)
+    if min(o, ci, kh, kw) < 1:
+        raise ValueError(f"weight: expected every dimension >= 1, got shape {w.shape}")
+    if o % groups:
+        raise ValueError(f"groups: output channels {o} are not divisible by groups={groups}")
+    w = np.array(w, dtype=_args.native(w.dtype), order="C")  # a private copy
+    w.flags.writeable = False
+    panels = None
+    if not (ci == 1 and groups > 1):  # depthwise runs direct_depthwise: no panels
+        nr = kernels.panel_width(w.dtype.name)
+        k = ci * kh * kw
+        panels = np.empty((groups, ceil_div(o // groups, nr), k, nr), w.dtype)
+        w_k, w_o = panel_strides(layout.name, w.shape)
+        kernels.get("pack_panels", "ANY", w.dtype.name)(w.reshape(-1), w_k, w_o, panels)
+    return PackedWeight(w, layout.name, groups, panels)
