@@ -13,10 +13,12 @@ measured at the start of the same session in ``extra_info``.
 import numpy as np
 import pytest
 
-from numbaconv import bench, conv2d, explain
+from numbaconv import bench, conv2d, explain, pack_weight
 
 LAYERS = bench.load_suite("resnet50")
-IMPLS = ["numbaconv", *bench.available_peers()]
+# numbaconv-packed: the weight packed once beforehand (pack_weight), untimed,
+# as ONNX Runtime's session does with its weights.
+IMPLS = ["numbaconv", "numbaconv-packed", *bench.available_peers()]
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +34,9 @@ def sgemm():
 def test_conv2d(benchmark, sgemm, layer, batch, layout, dtype, impl):
     x, w = bench._rng_arrays(layer, batch, layout, np.dtype(dtype))
     kw = layer.conv_kwargs()
-    if impl == "numbaconv":
-        fn = lambda: conv2d(x, w, layout=layout, **kw)  # noqa: E731
+    if impl.startswith("numbaconv"):
+        wp = pack_weight(w, layer.groups, layout=layout) if impl == "numbaconv-packed" else w
+        fn = lambda: conv2d(x, wp, layout=layout, **kw)  # noqa: E731
     else:
         try:
             fn = bench.PEERS[impl](layer, x, w, layout)
