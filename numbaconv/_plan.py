@@ -131,7 +131,9 @@ class Plan:
         ``"gemm_1x1"`` (no im2col: a 1x1, stride-1, unpadded convolution is a
         plain matrix product), ``"im2col_gemm"`` (gather, then GEMM),
         ``"packed_gemm"`` (NCHW: im2col tiles packed per thread into cache
-        and multiplied there by Numba's own register-tiled GEMM) or
+        and multiplied there by Numba's own register-tiled GEMM),
+        ``"indirect_gemm"`` (no column matrix: the micro-kernel reads the
+        padded input through offset tables) or
         ``"direct_depthwise"`` (groups == C: a direct multiply-add kernel,
         as a depthwise layer's GEMM would be too thin to pay for its im2col).
     layout, dtype : str
