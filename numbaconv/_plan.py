@@ -271,7 +271,7 @@ def gemm_batched(g: Geometry, layout: str) -> bool:
 
 def indirect_fits(g: Geometry, dtype: np.dtype, prepacked: bool = False) -> bool:
     """Whether one padded image and the packed weight fit in the workspace bound."""
-    return _indirect_bytes(g, dtype, 1, prepacked) <= config.max_workspace_bytes
+    return _indirect_bytes(g, dtype, 1, panels=not prepacked) <= config.max_workspace_bytes
 
 
 def indirect_padded(g: Geometry) -> tuple[int, int] | None:
@@ -284,16 +284,15 @@ def indirect_padded(g: Geometry) -> tuple[int, int] | None:
     return None if g.pads == (0, 0, 0, 0) else (g.h + pt + pb, g.w + pl + pr)
 
 
-def _indirect_bytes(g: Geometry, dtype: np.dtype, images: int, prepacked: bool = False) -> int:
-    """indirect_gemm's workspace: ``images`` padded images plus the weight panels.
-
-    With ``prepacked`` (a ``PackedWeight`` brings its panels), none for them.
+def _indirect_bytes(g: Geometry, dtype: np.dtype, images: int, panels: bool = True) -> int:
+    """indirect_gemm's workspace: ``images`` padded images, plus the weight panels if
+    ``panels`` (not when a ``PackedWeight`` brings them, or tasks pack their own).
     """
     hw = indirect_padded(g)
     padded = hw[0] * hw[1] * g.c if hw else 0
     nr = gemm.panel_width(dtype.name)
-    panels = 0 if prepacked else g.groups * ceil_div(g.og, nr) * nr * g.cg * g.kh * g.kw
-    return (images * padded + panels) * dtype.itemsize
+    room = g.groups * ceil_div(g.og, nr) * nr * g.cg * g.kh * g.kw if panels else 0
+    return (images * padded + room) * dtype.itemsize
 
 
 def indirect_dims(g: Geometry, layout: str, images: int) -> np.ndarray:
@@ -472,17 +471,18 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
     if algorithm == "indirect_gemm":
         # Whole images per chunk (a padded image cannot be split); at least one.
         per_image = _indirect_bytes(g, dtype, 1) - _indirect_bytes(g, dtype, 0)
-        room = limit - _indirect_bytes(g, dtype, 0, prepacked)
+        room = limit - _indirect_bytes(g, dtype, 0, panels=not prepacked)  # (at most)
         fit = (room // per_image if room > 0 else 1) if per_image else g.n  # x read in place
         bc = max(1, min(max(g.n, 1), fit))
         bc = ceil_div(max(g.n, 1), ceil_div(max(g.n, 1), bc))  # balanced chunks
+        tile = indirect_tile(g, dtype, bc, threads, prepacked)
         return Plan(algorithm, layout=layout.name, dtype=dtype.name, geometry=g,
                     gemm_m=bc * g.p * g.q, gemm_n=g.og, gemm_k=g.cg * g.kh * g.kw,
                     gemm_calls=g.groups * ceil_div(g.n, bc) if g.n else 0, gemm_batched=False,
                     batch_chunk=bc, row_chunk=g.p,
-                    workspace_bytes=_indirect_bytes(g, dtype, bc, prepacked) if g.n else 0,
+                    workspace_bytes=_indirect_bytes(g, dtype, bc, panels=tile[3]) if g.n else 0,
                     max_workspace_bytes=limit, threads=threads, tables=IndexTables.build(g),
-                    tile=indirect_tile(g, dtype, bc, threads, prepacked),
+                    tile=tile,
                     offsets=indirect_offsets(g, layout.name),
                     dims=indirect_dims(g, layout.name, bc), prepacked=prepacked)
     nchw = layout.name == "NCHW"

@@ -19,6 +19,7 @@ from strategies import DTYPES, LAYOUTS, arrays_for, conv_problems, reference_for
 
 import numbaconv
 from numbaconv._execute import RUNNERS
+from numbaconv._plan import _indirect_bytes
 
 
 def _kwargs(prob, layout):
@@ -63,7 +64,10 @@ def test_any_task_sizes_matchreference_for(prob, dtype, layout, data):
     ref = reference_for(prob, x, w, b)
     y = np.empty(ref.shape if layout == "NCHW" else to_nhwc(ref).shape, dtype)
     if prob["n"]:
-        RUNNERS["indirect_gemm"](dataclasses.replace(plan, tile=tile), xl, wl, b, y)
+        # The workspace as make_plan sizes it for this tile (room for panels or not).
+        room = _indirect_bytes(plan.geometry, np.dtype(dtype), plan.batch_chunk, tile[3])
+        RUNNERS["indirect_gemm"](dataclasses.replace(plan, tile=tile, workspace_bytes=room),
+                                 xl, wl, b, y)
         assert_close(_as_nchw(layout, y), ref, dtype)
 
 
@@ -87,6 +91,11 @@ def test_unpadded_input_is_read_in_place():
     panels = 64 * 9 * 128 * 4  # the weight as panels (128 channels: whole panels)
     assert padded.workspace_bytes == panels + 2 * 64 * 30 * 30 * 4
     assert unpadded.workspace_bytes == panels
+    # Batch 1, 14x14: two tile blocks, each task packs its own panels, so the
+    # workspace holds the padded image only.
+    own = numbaconv.explain((1, 256, 14, 14), (256, 256, 3, 3), padding=1,
+                            algorithm="indirect_gemm")
+    assert not own.tile[3] and own.workspace_bytes == 256 * 16 * 16 * 4
 
 
 def test_tiles_follow_the_problem():
