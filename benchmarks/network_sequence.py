@@ -13,7 +13,8 @@ for inference), ``im2col`` (im2col_gemm on every layer that is not 1x1) or
 ``indirect`` (indirect_gemm on every layer).  Several rules, comma-separated,
 take turns pass by pass in the one process, so that the drift of this
 shared machine hits each alike; the last line gives each rule's median over
-the first's.  The other arguments are batch sizes.  Prints the median pass
+the first's.  The other arguments are batch sizes; ``PASSES`` sets the
+passes per rule (default 11 at batch 1, else 5).  Prints the median pass
 and each layer's median, in ms.  To compare two commits, run it
 alternately in fresh processes with ``PYTHONPATH`` set to each checkout.
 """
@@ -65,7 +66,7 @@ def main(rules: list[str], batches: list[int], layout: str) -> None:
             passes[rule].clear()
             for p in per[rule]:
                 p.clear()
-        for _ in range(11 if n == 1 else 5):
+        for _ in range(int(os.environ.get("PASSES", 11 if n == 1 else 5))):
             for rule in rules:
                 forward(rule)
         medians = {rule: statistics.median(passes[rule]) for rule in rules}
