@@ -354,7 +354,9 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
     K = 2304 in NCHW, while K = 4608 was slower (1.0-1.3x).  The deep layers
     lose because each call packs a large weight; with the weight packed
     beforehand (``prepacked``: a ``PackedWeight``), K = 4608 took 0.66x
-    (batch 1) and 0.82x (batch 8) of im2col_gemm's time, so then any K goes.
+    (batch 1) and 0.82x (batch 8) of im2col_gemm's time, so then any K goes
+    (float64, one run: 0.85x at batch 1, 0.96x at batch 8 NCHW, but 1.08x at
+    batch 8 NHWC).
     Figures and the way forward: docs/performance.md.
     """
     if is_depthwise(g):

@@ -165,12 +165,13 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
                          f"{w_shape}")
     g = _args.conv_geometry(x_shape, w_shape, layout, stride, padding, dilation, groups,
                             padding_mode)
+    b_dtype = None
     if bias is not None:
-        b_shape, _ = _shape_or_array(bias, "bias")
+        b_shape, b_dtype = _shape_or_array(bias, "bias")
         if b_shape != (g.o,):
             raise ValueError(f"bias: expected shape ({g.o},), got {b_shape}")
-    if dtype is None:
-        known = [d for d in (x_dtype, w_dtype) if d is not None]
+    if dtype is None:  # as conv2d's result: every array's dtype counts
+        known = [d for d in (x_dtype, w_dtype, b_dtype) if d is not None]
         dtype = np.result_type(*known) if known else np.float32
     dtype = np.dtype(dtype)
     if dtype not in _args.SUPPORTED_DTYPES:

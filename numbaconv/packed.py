@@ -29,6 +29,9 @@ __all__ = ["PackedWeight", "pack_weight"]
 class PackedWeight:
     """A conv2d weight and its ``indirect_gemm`` panels, made by :func:`pack_weight`.
 
+    Read-only: its attributes cannot be reassigned and its arrays cannot be
+    written, so the panels always match the weight.  Pickling packs again.
+
     Attributes
     ----------
     weight : numpy.ndarray
@@ -39,31 +42,57 @@ class PackedWeight:
         The groups it was packed for; conv2d must be called with the same.
     """
 
-    __slots__ = ("weight", "layout", "groups", "_panels")
+    __slots__ = ("_weight", "_layout", "_groups", "_panels")
 
-    def __init__(self, weight: np.ndarray, layout: str, groups: int, panels: np.ndarray | None):
-        self.weight = weight
-        self.layout = layout
-        self.groups = groups
-        self._panels = panels  # (groups, panels, K, NR); None for a depthwise weight
+    def __init__(self, *args, _made_by_pack_weight=None, **kwargs):
+        if _made_by_pack_weight is not _TOKEN:
+            raise TypeError("PackedWeight: make one with numbaconv.pack_weight(weight, groups, "
+                            "layout=...), not directly")
+        weight, layout, groups, panels = args
+        object.__setattr__(self, "_weight", weight)
+        object.__setattr__(self, "_layout", layout)
+        object.__setattr__(self, "_groups", groups)
+        object.__setattr__(self, "_panels", panels)  # (groups, panels, K, NR); None: depthwise
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"PackedWeight is read-only; pack the new weight with "
+                             f"pack_weight instead of setting {name!r}")
+
+    def __reduce__(self):
+        return (_repack, (self._weight, self._groups, self._layout))
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self._weight
+
+    @property
+    def layout(self) -> str:
+        return self._layout
+
+    @property
+    def groups(self) -> int:
+        return self._groups
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.weight.shape
+        return self._weight.shape
 
     @property
     def dtype(self) -> np.dtype:
-        return self.weight.dtype
+        return self._weight.dtype
 
     @property
     def nbytes(self) -> int:
         """Memory held: the weight's copy plus its panels."""
-        return self.weight.nbytes + (0 if self._panels is None else self._panels.nbytes)
+        return self._weight.nbytes + (0 if self._panels is None else self._panels.nbytes)
 
     def __array__(self, dtype=None, copy=None):
-        if copy:
-            return np.array(self.weight, dtype=dtype)
-        return self.weight if dtype is None else self.weight.astype(dtype, copy=False)
+        if dtype is None or np.dtype(dtype) == self.dtype:
+            return self._weight.copy() if copy else self._weight
+        if copy is False:  # NumPy 2's protocol: a cast is a copy
+            raise ValueError(f"PackedWeight: a {np.dtype(dtype)} array of this {self.dtype} "
+                             "weight needs a copy, and copy=False was given")
+        return self._weight.astype(dtype)
 
     def __repr__(self) -> str:
         return (f"PackedWeight(shape={self.shape}, dtype={self.dtype}, layout={self.layout!r}, "
@@ -150,4 +179,13 @@ def pack_weight(weight, groups=1, *, layout="NCHW") -> PackedWeight:
         panels = np.empty((groups, ceil_div(o // groups, nr), k, nr), w.dtype)
         w_k, w_o = panel_strides(layout.name, w.shape)
         kernels.get("pack_panels", "ANY", w.dtype.name)(w.reshape(-1), w_k, w_o, panels)
-    return PackedWeight(w, layout.name, groups, panels)
+        panels.flags.writeable = False
+    return PackedWeight(w, layout.name, groups, panels, _made_by_pack_weight=_TOKEN)
+
+
+_TOKEN = object()  # only pack_weight makes a PackedWeight: its panels match its weight
+
+
+def _repack(weight: np.ndarray, groups: int, layout: str) -> PackedWeight:
+    """Unpickling: pack the weight again (the panels depend on this machine's NR)."""
+    return pack_weight(weight, groups, layout=layout)

@@ -150,3 +150,45 @@ def test_bench_prepack_times_packed_weights_and_says_so(tmp_path, capsys):
     assert [r["check"] for r in rows] == ["ok", "ok"]  # checked against NumPy's result
     assert main([*args, "--resume"]) == 2  # rows of another kind are not mixed
     assert "written with --prepack" in capsys.readouterr().err
+
+
+def test_packed_weight_cannot_be_made_or_changed_behind_pack_weight(rng):
+    # Its panels must match its weight: no public constructor, no reassignment,
+    # no writing into its arrays.
+    w = rng.standard_normal((20, 4, 3, 3)).astype(np.float32)
+    packed = numbaconv.pack_weight(w)
+    assert_clear_error(lambda: numbaconv.PackedWeight(w, "NCHW", 1, None), TypeError,
+                       ["pack_weight"])
+    for name in ("weight", "layout", "groups", "_panels"):
+        assert_clear_error(lambda name=name: setattr(packed, name, None), AttributeError,
+                           ["read-only", repr(name)])
+    with pytest.raises(ValueError):
+        packed.weight[0, 0, 0, 0] = 1.0
+    assert_clear_error(lambda: np.asarray(packed, dtype=np.float64, copy=False), ValueError,
+                       ["copy"])
+    assert np.asarray(packed, dtype=np.float64).dtype == np.float64
+
+
+def test_pickled_packed_weight_is_packed_again(rng):
+    import pickle
+
+    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    packed = numbaconv.pack_weight(rng.standard_normal((3, 3, 4, 20)).astype(np.float32),
+                                   layout="NHWC")
+    again = pickle.loads(pickle.dumps(packed))
+    assert (again.layout, again.groups, again.weight.flags.writeable) == ("NHWC", 1, False)
+    xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(
+        numbaconv.conv2d_with(xh, again, layout="NHWC", algorithm="indirect_gemm"),
+        numbaconv.conv2d_with(xh, packed, layout="NHWC", algorithm="indirect_gemm"))
+
+
+def test_explain_counts_the_bias_dtype(rng):
+    # A float64 bias makes the call float64, where float32 panels do not apply.
+    x = np.zeros((1, 128, 28, 28), np.float32)
+    packed = numbaconv.pack_weight(rng.standard_normal((128, 128, 3, 3)).astype(np.float32))
+    bias = np.zeros(128)
+    plan = numbaconv.explain(x, packed, bias, padding=1)
+    assert (plan.dtype, plan.prepacked) == ("float64", False)
+    assert numbaconv.conv2d(x, packed, bias, padding=1).dtype == np.float64
+    assert numbaconv.explain(x, packed, bias.astype(np.float32), padding=1).prepacked

@@ -43,7 +43,7 @@ _ARGS = {
     ("col2im", "NHWC"): ("c2_in", "i", "i", "i", "i", "x_out", "t2", "t2"),
     ("packed_gemm", "NCHW"): ("x_in", "c2_in", "c1_in", "i", "x_out", "t2", "t2", "t2", "t2",
                               "i", "i", "i", "i", "i", "i"),
-    ("indirect_gemm", "ANY"): ("c1_in", "c1_in", "c1_out", "c1_in", "i", "c1_out", "t1", "t1",
+    ("indirect_gemm", "ANY"): ("c1_in", "c1_in", "c1_in", "c1_in", "i", "c1_out", "t1", "t1",
                                "i", "i", "i"),
     ("pad", "NCHW"): ("x_in", "x_out", "t1", "t1", "i", "i"),
     ("pad", "NHWC"): ("x_in", "x_out", "t1", "t1"),

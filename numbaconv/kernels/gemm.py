@@ -526,7 +526,8 @@ def conv_indirect(xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, o
         rows = np.empty(nt * MR, np.int64)
         acc = np.zeros(0 if direct else nt * MR * ldc, of.dtype)
         tile = np.empty(MR * nr, of.dtype)
-        bp = wpk if prepacked else np.empty(kc_blk * nr, of.dtype)
+        own = np.empty(0 if prepacked else kc_blk * nr, of.dtype)  # this task's panel
+        bp = wpk if prepacked else own  # read-only either way (wpk may be a PackedWeight's)
         for e in range(nt * MR):
             m = min(t0 * MR + e, npix - 1)  # a last, partial tile repeats its last pixel
             n = m // pq
@@ -546,7 +547,7 @@ def conv_indirect(xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, o
                 cols = min(nr, og - ob * nr)
                 b0 = ((g * nob + ob) * k_n + pc) * nr
                 if not prepacked:
-                    _panel(wf, w_k, w_o, pc, kc, g * og + ob * nr, cols, nr, bp, 0)
+                    _panel(wf, w_k, w_o, pc, kc, g * og + ob * nr, cols, nr, own, 0)
                     b0 = 0
                 for t in range(nt):
                     m = (t0 + t) * MR
