@@ -380,6 +380,7 @@ def test_help_exits_0(capsys):
     assert main(["bench", "--help"]) == 0
     out = capsys.readouterr().out
     for option in ("--suite", "--batch", "--layout", "--dtype", "--threads", "--algorithm",
-                   "--compare", "--isolate", "--repeat", "--csv", "--json", "--plot", "--quiet",
+                   "--compare", "--isolate", "--prepack", "--repeat", "--csv", "--json", "--plot",
+                   "--quiet",
                    "--resume"):
         assert option in out
