@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _args
 from ._execute import RUNNERS, gather, run_indirect_gemm, scatter
-from ._plan import Plan, get_plan, make_plan
+from ._plan import Plan, get_plan, make_plan, plan_call
 from .packed import PackedWeight
 
 __all__ = ["col2im", "conv2d", "conv2d_with", "explain", "im2col"]
@@ -109,22 +109,44 @@ def conv2d_with(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     layout = _args.layout_of(layout)
     packed = weight if isinstance(weight, PackedWeight) else None
     x, unbatched, weight, bias = _conv_inputs(x, weight, bias, layout)
-    dtype = _args.result_dtype(x, weight, bias)
-    # Before the shapes: a weight packed for another layout reads as another shape.
-    panels = None if packed is None else packed.panels_for(layout.name, groups, dtype)
-    g = _args.conv_geometry(x.shape, weight.shape, layout, stride, padding, dilation, groups,
-                            padding_mode)
-    _check_bias(bias, g.o)
+    hyper = (stride, padding, dilation, groups, padding_mode, algorithm)
+
+    def validate_and_plan():
+        dtype = _args.result_dtype(x, weight, bias)
+        # Before the shapes: a weight packed for another layout reads as another shape.
+        prepacked = packed is not None and (
+            packed.panels_for(layout.name, groups, dtype) is not None)
+        g = _args.conv_geometry(x.shape, weight.shape, layout, stride, padding, dilation,
+                                groups, padding_mode)
+        _check_bias(bias, g.o)
+        return g, dtype, get_plan(g, layout, dtype, algorithm, prepacked) if g.n else None
+
+    if _plain(hyper):  # the same call again: its checks and plan are known
+        signature = (layout.name, x.shape, x.dtype, weight.shape, weight.dtype,
+                     None if bias is None else (bias.shape, bias.dtype),
+                     None if packed is None else (packed.layout, packed.groups), hyper)
+        g, dtype, plan = plan_call(signature, validate_and_plan)
+    else:
+        g, dtype, plan = validate_and_plan()
     out = np.empty(layout.x_shape(g.n, g.o, g.p, g.q), dtype=dtype)
-    if g.n:
-        plan = get_plan(g, layout, dtype, algorithm, prepacked=panels is not None)
+    if plan is not None:
         args = (plan, _args.contiguous(x, dtype), _args.contiguous(weight, dtype),
                 None if bias is None else _args.contiguous(bias, dtype), out)
         if plan.prepacked:
-            run_indirect_gemm(*args, panels=panels)
+            run_indirect_gemm(*args, panels=packed.panels_for(layout.name, groups, dtype))
         else:
             RUNNERS[plan.algorithm](*args)
     return out[0] if unbatched else out
+
+
+def _plain(value) -> bool:
+    """Only ints, strs and tuples of them: arguments that equal only what validates alike.
+
+    (``True == 1`` and ``1.0 == 1``, but conv2d refuses ``True`` and ``1.0``.)
+    """
+    kind = type(value)
+    return kind is int or kind is str or value is None or (
+        kind is tuple and all(_plain(v) for v in value))
 
 
 def _shape_or_array(value, name):

@@ -198,6 +198,41 @@ def test_second_call_hits_both_caches(layout, rng):
     assert len(kernel.dispatcher.signatures) == 1  # compiled once, for its one explicit signature
 
 
+@pytest.mark.parametrize(("kwargs", "exc"), [
+    (dict(stride=True), TypeError),  # True == 1, but conv2d refuses a bool stride
+    (dict(stride=1.0), TypeError),
+    (dict(groups=True), TypeError),
+    (dict(padding=(1.0, 1)), TypeError),
+    (dict(bias=np.zeros(5, np.float32)), ValueError),
+])
+def test_a_cached_call_does_not_let_a_look_alike_through(kwargs, exc, rng):
+    # conv2d remembers a call's checks and plan by its signature; arguments
+    # that compare equal to a good one but are refused must still be refused.
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    good = dict(stride=1, padding=(1, 1), groups=1, bias=np.zeros(4, np.float32))
+    numbaconv.conv2d(x, w, **good)
+    numbaconv.conv2d(x, w, **good)
+    with pytest.raises(exc):
+        numbaconv.conv2d(x, w, **{**good, **kwargs})
+
+
+def test_a_cached_call_follows_config_and_threads(rng, restore_config):
+    x = rng.standard_normal((4, 8, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    ref = numbaconv.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1)
+    numbaconv.conv2d_with(x, w, padding=1, algorithm="im2col_gemm")
+    restore_config.max_workspace_bytes = 4096  # now one output row per chunk
+    before = numbaconv.cache_info().plan_misses
+    y = numbaconv.conv2d_with(x, w, padding=1, algorithm="im2col_gemm")
+    assert numbaconv.cache_info().plan_misses == before + 1  # planned again, not reused
+    assert_close(y, ref, np.float32)
+    with numbaconv.threads(1):
+        assert_close(numbaconv.conv2d_with(x, w, padding=1, algorithm="im2col_gemm"), ref,
+                     np.float32)
+    assert numbaconv.cache_info().plan_misses == before + 2
+
+
 def test_explain_describes_the_plan():
     plan = numbaconv.explain((1, 64, 28, 28), (64, 64, 3, 3), padding=1)
     assert plan.algorithm == "im2col_gemm"
