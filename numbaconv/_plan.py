@@ -62,13 +62,6 @@ def interior(n_in: int, k: int, n_out: int, stride: int, dilation: int, pad: int
     return np.ascontiguousarray(np.stack([lo, lo + count, off], axis=1), dtype=np.int64)
 
 
-def padded_length(n_in: int, k: int, n_out: int, stride: int, dilation: int, before: int,
-                  after: int, rows: bool = True) -> int:
-    """Length of ``padded_axis``: the padded extent, plus slack rows (see there)."""
-    extent = n_in + before + after
-    return max(extent, stride * n_out + (k - 1) * dilation + 1) if rows else extent
-
-
 def padded_axis(n_in: int, k: int, n_out: int, stride: int, dilation: int, before: int,
                 after: int, mode: str, rows: bool = True) -> np.ndarray:
     """table[i]: the input index at position i of the padded axis, or -1 for a zero.
@@ -80,7 +73,7 @@ def padded_axis(n_in: int, k: int, n_out: int, stride: int, dilation: int, befor
     ``stride*P + (k-1)*dilation`` rows.
     """
     extent = n_in + before + after
-    size = padded_length(n_in, k, n_out, stride, dilation, before, after, rows)
+    size = max(extent, stride * n_out + (k - 1) * dilation + 1) if rows else extent
     table = axis_table(n_in, 1, extent, 1, 1, before, mode)[0]
     return np.ascontiguousarray(np.concatenate([table, np.full(size - extent, -1)]),
                                 dtype=np.int64)
