@@ -11,6 +11,7 @@ compute dtype; they treat the inputs as read-only.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 
 import numba
@@ -18,7 +19,7 @@ import numpy as np
 
 from . import _threads, config, kernels
 from ._args import ceil_div
-from ._plan import Plan, indirect_padded
+from ._plan import Plan, indirect_padded, panel_shape
 
 
 def _view(a: np.ndarray, shape) -> np.ndarray:
@@ -272,13 +273,12 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
     """``panels``: a ``PackedWeight``'s, when ``plan.prepacked`` (then none are built)."""
     g, t = plan.geometry, plan.tables
     kc, per, per_task, prepack = plan.tile
-    k = g.cg * g.kh * g.kw
-    nr = kernels.panel_width(plan.dtype)
+    pshape = panel_shape(g.groups, g.og, g.cg * g.kh * g.kw, x.dtype)
     buf = workspace(plan.workspace_bytes, x.dtype)
     wf = w.reshape(-1)
     if plan.prepacked != (panels is not None):  # pragma: no cover - a caller's bug
         raise AssertionError("indirect_gemm: panels must come with a prepacked plan, only")
-    nwp = g.groups * ceil_div(g.og, nr) * k * nr if prepack else 0
+    nwp = math.prod(pshape) if prepack else 0
     wpk = buf[:nwp] if panels is None else _view(panels, (-1,))
     # At any size: no BLAS runs from here to the last chunk.  With OpenBLAS's
     # threads stopped, the packing and padding kernels get both cores too.
@@ -287,7 +287,7 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
     if prepack:
         with small_kernels(wpk.nbytes):
             kernels.get("pack_panels", "ANY", plan.dtype)(
-                wf, plan.dims[10], plan.dims[11], _view(wpk, (g.groups, -1, k, nr)))
+                wf, plan.dims[10], plan.dims[11], _view(wpk, pshape))
     b, has_bias = _bias_arg(bias, x.dtype)
     padded = indirect_padded(g)
     if padded:

@@ -11,6 +11,7 @@ compiles nothing, which ``cache_info()`` shows.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -278,14 +279,24 @@ def indirect_padded(g: Geometry) -> tuple[int, int] | None:
     return None if g.pads == (0, 0, 0, 0) else (g.h + pt + pb, g.w + pl + pr)
 
 
+def panel_shape(groups: int, og: int, k: int, dtype: np.dtype) -> tuple[int, int, int, int]:
+    """The weight as indirect_gemm's panels: (groups, panels of NR channels, K, NR)."""
+    nr = gemm.panel_width(np.dtype(dtype).name)
+    return groups, ceil_div(og, nr), k, nr
+
+
+def panel_strides(layout: str, o: int, k: int) -> tuple[int, int]:
+    """(w_k, w_o): W[k, o] is ``weight.flat[k*w_k + o*w_o]``; OIHW as (O, K), HWIO as (K, O)."""
+    return (o, 1) if layout == "NHWC" else (1, k)
+
+
 def _indirect_bytes(g: Geometry, dtype: np.dtype, images: int, panels: bool = True) -> int:
     """indirect_gemm's workspace: ``images`` padded images, plus the weight panels if
     ``panels`` (not when a ``PackedWeight`` brings them, or tasks pack their own).
     """
     hw = indirect_padded(g)
     padded = hw[0] * hw[1] * g.c if hw else 0
-    nr = gemm.panel_width(dtype.name)
-    room = g.groups * ceil_div(g.og, nr) * nr * g.cg * g.kh * g.kw if panels else 0
+    room = math.prod(panel_shape(g.groups, g.og, g.cg * g.kh * g.kw, dtype)) if panels else 0
     return (images * padded + room) * dtype.itemsize
 
 
@@ -301,11 +312,14 @@ def indirect_dims(g: Geometry, layout: str, images: int) -> np.ndarray:
     k = g.cg * g.kh * g.kw
     pq = g.p * g.q
     if layout == "NHWC":
-        strides = (hp * wp * g.c, g.cg, sh * wp * g.c, sw * g.c, g.o, 1, pq * g.o, 1, g.o, 1)
+        x_strides = (hp * wp * g.c, g.cg, sh * wp * g.c, sw * g.c)
+        out_strides = (pq * g.o, 1, g.o, 1)
     else:
         plane = hp * wp
-        strides = (g.c * plane, g.cg * plane, sh * wp, sw, 1, k, g.o * pq, pq, 1, 0)
-    return np.array((images, pq, g.q, g.groups, g.og, k) + strides, dtype=np.int64)
+        x_strides = (g.c * plane, g.cg * plane, sh * wp, sw)
+        out_strides = (g.o * pq, pq, 1, 0)
+    return np.array((images, pq, g.q, g.groups, g.og, k, *x_strides,
+                     *panel_strides(layout, g.o, k), *out_strides), dtype=np.int64)
 
 
 def indirect_offsets(g: Geometry, layout: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _args, kernels
-from ._args import ceil_div
+from ._plan import panel_shape, panel_strides
 
 __all__ = ["PackedWeight", "pack_weight"]
 
@@ -117,13 +117,6 @@ class PackedWeight:
         return self._panels if np.dtype(dtype) == self.dtype else None
 
 
-def panel_strides(layout: str, w_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(w_k, w_o): W[k, o] = weight.flat[k*w_k + o*w_o], OIHW as (O, K), HWIO as (K, O)."""
-    if layout == "NHWC":
-        return w_shape[3], 1
-    return 1, w_shape[1] * w_shape[2] * w_shape[3]
-
-
 def pack_weight(weight, groups=1, *, layout="NCHW") -> PackedWeight:
     """Pack a conv2d weight once, for many calls with it (inference).
 
@@ -174,10 +167,9 @@ def pack_weight(weight, groups=1, *, layout="NCHW") -> PackedWeight:
     w.flags.writeable = False
     panels = None
     if not (ci == 1 and groups > 1):  # depthwise runs direct_depthwise: no panels
-        nr = kernels.panel_width(w.dtype.name)
         k = ci * kh * kw
-        panels = np.empty((groups, ceil_div(o // groups, nr), k, nr), w.dtype)
-        w_k, w_o = panel_strides(layout.name, w.shape)
+        panels = np.empty(panel_shape(groups, o // groups, k, w.dtype), w.dtype)
+        w_k, w_o = panel_strides(layout.name, o, k)
         kernels.get("pack_panels", "ANY", w.dtype.name)(w.reshape(-1), w_k, w_o, panels)
         panels.flags.writeable = False
     return PackedWeight(w, layout.name, groups, panels, _made_by_pack_weight=_TOKEN)
