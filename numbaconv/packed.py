@@ -44,7 +44,7 @@ class PackedWeight:
 
     __slots__ = ("_weight", "_layout", "_groups", "_panels")
 
-    def __init__(self, *args, _made_by_pack_weight=None, **kwargs):
+    def __init__(self, *args, _made_by_pack_weight=None):
         if _made_by_pack_weight is not _TOKEN:
             raise TypeError("PackedWeight: make one with numbaconv.pack_weight(weight, groups, "
                             "layout=...), not directly")
