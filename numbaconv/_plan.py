@@ -377,13 +377,17 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
     return "im2col_gemm"
 
 
+ONE_BLOCK_TILES = 64  # indirect_gemm: up to this many register tiles make one block
+
+
 def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
                   prepacked: bool = False) -> tuple[int, int, int, bool]:
     """(kc, tiles per task, weight panels per task, pack the weight once) of indirect_gemm.
 
     kc: K blocks of at most 256 (one block of MR pixels' A and one weight
     panel stay in L1).  Tiles: at most 32 (192 pixels) per task, in even
-    blocks, a multiple of the thread count when there are few.  When that
+    blocks, a multiple of the thread count when there are few; but up to 64
+    tiles (384 pixels) make a single block.  When that
     leaves fewer than four tasks per thread (small images, a deep layer at
     batch 1), the weight panels are split across tasks too, so that each
     panel is still read by few tasks; and each task's scratch block stays
@@ -397,7 +401,12 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
     nr = gemm.panel_width(dtype.name)
     tiles = ceil_div(max(images, 1) * g.p * g.q, MR)
     blocks = ceil_div(tiles, 32)
-    if 1 < blocks < 16 * threads and blocks % threads:
+    if tiles <= ONE_BLOCK_TILES:
+        # One block, its tasks splitting the weight: each panel is then packed
+        # once, not once per block (14x14x256 at batch 1, 33 tiles: 0.94-0.96x
+        # the time of two blocks, both layouts, 25 alternating rounds).
+        blocks = 1
+    elif 1 < blocks < 16 * threads and blocks % threads:
         # Whole rounds for the threads: 3 blocks on 2 threads took 6-9% longer
         # than 4 smaller ones (7x7x512 at batch 8).  One block stays one: its
         # tasks split the weight instead, which each then reads once.

@@ -405,6 +405,9 @@ def cmd_bench(args) -> int:
         f"{machine['numba']} ({machine['threading_layer']}); BLAS sgemm {sgemm:.1f} GFLOP/s")
     if args.isolate and peers:
         say(f"# peers isolated: {', '.join(peers)} each timed in a Python process of its own")
+    elif peers:  # measured: numbaconv ran 2x slower for tens of ms after ONNX Runtime's calls
+        say(f"# peers timed in this process: {', '.join(peers)}; a thread pool that spins after "
+            "its calls slows the next library's, use --isolate for fair ratios")
     if args.prepack:
         say("# numbaconv's weights packed beforehand (pack_weight), not timed")
     if done:

@@ -32,6 +32,7 @@ def test_isolate_fills_the_peer_columns_and_says_so(suite, tmp_path, capsys):
                  "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
     assert "peers isolated: numpy" in out and "numpy ms" in out
+    assert "use --isolate" not in out
     header, rows = bench_csv(out_csv)
     assert "# isolate: True" in header
     assert len(rows) == 2 and {r["check"] for r in rows} == {"ok"}
@@ -39,11 +40,12 @@ def test_isolate_fills_the_peer_columns_and_says_so(suite, tmp_path, capsys):
     assert json.loads(out_json.read_text())["machine"]["isolate"] is True
 
 
-def test_in_process_runs_record_isolate_false(suite, tmp_path):
+def test_in_process_runs_record_isolate_false(suite, tmp_path, capsys):
     out_csv = tmp_path / "r.csv"
     assert main(["bench", "--suite", suite, "--compare", "numpy", "--repeat", "1", "--csv",
-                 str(out_csv), "--quiet"]) == 0
+                 str(out_csv)]) == 0
     assert "# isolate: False" in bench_csv(out_csv)[0]
+    assert "peers timed in this process: numpy" in capsys.readouterr().out  # and a hint
 
 
 def _job(layout="NCHW", dtype="float32"):
