@@ -44,6 +44,8 @@ import os
 import sys
 import threading
 
+from ._openblas import openblas_shutdowns
+
 SPINCOUNT = "10000"
 
 
@@ -71,29 +73,6 @@ def _tame_openmp_spin() -> str:
     finally:
         del os.environ["GOMP_SPINCOUNT"]
     return f"GOMP_SPINCOUNT={SPINCOUNT} for Numba's OpenMP threads"
-
-
-def _openblas_shutdowns() -> tuple[list, str]:
-    """``blas_thread_shutdown_`` of every loaded pthreads OpenBLAS, and a status line."""
-    if os.environ.get("NUMBACONV_BLAS_SPIN", "").strip().lower() == "keep":
-        return [], "OpenBLAS threads left alone (NUMBACONV_BLAS_SPIN=keep)"
-    import ctypes
-
-    from threadpoolctl import ThreadpoolController
-
-    found, names = [], []
-    for lib in ThreadpoolController().select(internal_api="openblas").lib_controllers:
-        if getattr(lib, "threading_layer", "pthreads") != "pthreads":
-            continue  # an OpenMP build has no spinning server of its own
-        try:
-            found.append(ctypes.CDLL(lib.filepath).blas_thread_shutdown_)
-        except (OSError, AttributeError):
-            continue
-        names.append(os.path.basename(lib.filepath))
-    if not found:
-        return [], "no pthreads OpenBLAS with blas_thread_shutdown_: its threads keep spinning"
-    return found, ("idle OpenBLAS threads are stopped before large Numba kernels "
-                   f"({', '.join(names)})")
 
 
 def quiet_blas() -> bool:
@@ -124,7 +103,7 @@ def _env_threads() -> int | None:
 
 env_threads = _env_threads()
 spin_policy = _tame_openmp_spin()
-_blas_shutdowns, blas_spin = _openblas_shutdowns()
+_blas_shutdowns, blas_spin = openblas_shutdowns()
 
 _launch_lock = threading.Lock()
 

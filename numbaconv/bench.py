@@ -28,6 +28,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 
@@ -819,56 +820,143 @@ def _sample_close(ours: np.ndarray, theirs: dict, dtype) -> bool:
 
 
 def _peer_worker() -> None:
-    """The isolated process: time one peer over every configuration it is sent.
+    """The isolated process: time one peer (``sys.argv[2]``), one row per request.
 
-    Reads ``{"peer", "repeat", "configs": [{layer, batch, layout, dtype,
-    threads}, ...]}`` as JSON on stdin; writes one JSON line on stdout:
-    ``{"numba_imported": bool, "results": [...]}``, one result per
-    configuration (see :func:`time_peer_isolated`).  The inputs are
+    Reads one JSON line per row from stdin, ``{"repeat", "config": {layer,
+    batch, layout, dtype, threads}}``, and answers each with one JSON line on
+    stdout: ``{"numba_imported": bool, ...}`` plus the result (see
+    :class:`PeerProcess`), until stdin closes.  The inputs are
     ``_rng_arrays``'s, as in the parent; BLAS threads (for the ``numpy``
     peer) are limited to the row's count as ``numbaconv.threads`` does there.
+    Before answering, the peer's callable (an ONNX Runtime session and its
+    thread pool, say) is dropped and OpenBLAS's idle threads (a NumPy
+    peer's, spinning for ~0.1 s after each GEMM) are stopped, so that no
+    pool of the peer's competes with numbaconv, which the parent times next.
     """
+    import gc
+
     from threadpoolctl import threadpool_limits
 
-    job = json.load(sys.stdin)
-    # Anything the peer prints goes to stderr: stdout carries the answer only.
+    from ._openblas import openblas_shutdowns
+
+    # Anything the peer prints goes to stderr: stdout carries the answers only.
     answer, sys.stdout = sys.stdout, sys.stderr
-    setup, results = PEERS[job["peer"]], []
-    for cfg in job["configs"]:
+    setup = PEERS[sys.argv[2]]
+    for line in sys.stdin:
+        job = json.loads(line)
+        cfg = job["config"]
         layer, layout, threads = Layer(**cfg["layer"]), cfg["layout"], cfg["threads"]
         x, w = _rng_arrays(layer, cfg["batch"], layout, cfg["dtype"])
         try:
             with threadpool_limits(threads, user_api="blas"):
-                t = measure(setup(layer, x, w, layout, threads=threads), job["repeat"])
+                fn = setup(layer, x, w, layout, threads=threads)
+                t = measure(fn, job["repeat"])
+            result = {"first_ms": t.first * 1e3, "median_ms": t.median * 1e3,
+                      "best_ms": t.best * 1e3, **_sample(t.result)}
         except PeerUnsupported as err:
-            results.append({"unsupported": str(err)})
-            continue
+            result = {"unsupported": str(err)}
         except Exception as err:  # reported for this row; the others go on
-            results.append({"error": _error_text(err)})
-            continue
-        results.append({"first_ms": t.first * 1e3, "median_ms": t.median * 1e3,
-                        "best_ms": t.best * 1e3, **_sample(t.result)})
-    answer.write(json.dumps({"numba_imported": "numba" in sys.modules,
-                             "results": results}) + "\n")
-    answer.flush()
+            result = {"error": _error_text(err)}
+        fn = t = None
+        gc.collect()
+        for shutdown in openblas_shutdowns()[0]:  # this process has no other thread in BLAS
+            shutdown()
+        answer.write(json.dumps({"numba_imported": "numba" in sys.modules, **result}) + "\n")
+        answer.flush()
 
 
-def time_peer_isolated(peer: str, configs: list[dict], repeat: int) -> list[dict]:
-    """Time ``peer`` on every configuration in one fresh Python process.
+class PeerProcess:
+    """One peer, timed row by row in a Python process of its own (``bench --isolate``).
 
     In the process that runs numbaconv, Numba's OpenMP pool and OpenBLAS's
     are alive, and a peer with pools of its own runs below its standalone
     speed there (PyTorch NCHW, ResNet-50 at batch 1: about twice its
-    standalone time).  This starts ``sys.executable`` once for the whole
-    sweep, so start-up and the peer's import are paid once; that process
-    never imports Numba or starts numbaconv's pools.
+    standalone time); the other way round, ONNX Runtime's spinning workers
+    slowed numbaconv's next calls twofold.  This starts ``sys.executable``
+    once for the whole sweep, so start-up and the peer's import are paid
+    once; that process never imports Numba or starts numbaconv's pools.  It
+    times one row at a time, when asked, so that the sweep can time each
+    row's peers and numbaconv one after the other: the drift of a shared
+    machine then hits both sides of a ratio alike.
 
-    Returns one dict per configuration, in order: ``first_ms``,
-    ``median_ms``, ``best_ms`` and a sample of the output (``shape``,
-    ``absmax``, ``sample``) for :func:`bench_one` to check; or
-    ``{"unsupported": reason}`` (the row shows n/a); or ``{"error":
-    message}``, for that row or, when the process failed (crashed, could not
-    import the peer's registry entry, ...), for every row.
+    :meth:`time` returns ``first_ms``, ``median_ms``, ``best_ms`` and a
+    sample of the output (``shape``, ``absmax``, ``sample``) for
+    :func:`bench_one` to check; or ``{"unsupported": reason}`` (the row
+    shows n/a); or ``{"error": message}``, for that row or, once the process
+    has failed (crashed, could not import the peer's registry entry, ...),
+    for every row from then on.
+
+    Examples
+    --------
+    >>> from numbaconv.bench import Layer, PeerProcess
+    >>> cfg = dict(layer=Layer("tiny", 3, 8, 8, 4, 3, padding=1), batch=1, layout="NCHW",
+    ...            dtype="float32", threads=1, algorithm="auto")
+    >>> with PeerProcess("numpy") as numpy_peer:
+    ...     numpy_peer.time(cfg, repeat=1)["shape"]
+    [1, 4, 8, 8]
+    """
+
+    def __init__(self, peer: str):
+        self.peer = peer
+        self._failed = None
+        self._stderr = tempfile.TemporaryFile("w+")  # a pipe left unread could fill up
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_BOOT, os.path.dirname(__file__), peer],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+
+    def time(self, cfg: dict, repeat: int) -> dict:
+        if self._failed is None:
+            job = {"repeat": repeat,
+                   "config": dict(layer=dataclasses.asdict(cfg["layer"]), batch=cfg["batch"],
+                                  layout=cfg["layout"], dtype=np.dtype(cfg["dtype"]).name,
+                                  threads=cfg["threads"])}
+            try:
+                self._proc.stdin.write(json.dumps(job) + "\n")
+                self._proc.stdin.flush()
+                line = self._proc.stdout.readline()
+                result = json.loads(line)
+            except (OSError, ValueError):  # the process has gone: say how, once and for all
+                self._failed = {"error": self._how_it_failed()}
+            else:
+                if result.pop("numba_imported", True):  # a bug here: not isolated
+                    self._failed = {"error": "the isolated process imported numba"}
+                else:
+                    return result
+        return dict(self._failed)
+
+    def _how_it_failed(self) -> str:
+        try:
+            code = self._proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            code = self._proc.wait()
+        how = f"status {code}" if code >= 0 else f"signal {-code}"
+        self._stderr.seek(0)
+        last = (self._stderr.read().strip().splitlines() or ["no message"])[-1]
+        return f"isolated process failed ({how}): {last}"
+
+    def close(self) -> None:
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc.stdout.close()
+        self._stderr.close()
+
+    def __enter__(self) -> PeerProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def time_peer_isolated(peer: str, configs: list[dict], repeat: int) -> list[dict]:
+    """Time ``peer`` on every configuration, in order, in one :class:`PeerProcess`.
 
     Examples
     --------
@@ -878,26 +966,8 @@ def time_peer_isolated(peer: str, configs: list[dict], repeat: int) -> list[dict
     >>> [r["shape"] for r in time_peer_isolated("numpy", [cfg], repeat=1)]
     [[1, 4, 8, 8]]
     """
-    job = {"peer": peer, "repeat": repeat,
-           "configs": [dict(layer=dataclasses.asdict(c["layer"]), batch=c["batch"],
-                            layout=c["layout"], dtype=np.dtype(c["dtype"]).name,
-                            threads=c["threads"]) for c in configs]}
-    proc = subprocess.run([sys.executable, "-c", _WORKER_BOOT, os.path.dirname(__file__)],
-                          input=json.dumps(job), capture_output=True, text=True)
-    lines = proc.stdout.strip().splitlines()
-    try:
-        answer = json.loads(lines[-1])
-        results = answer["results"]
-        if len(results) != len(configs):
-            raise ValueError(f"{len(results)} results for {len(configs)} configurations")
-    except (IndexError, KeyError, TypeError, ValueError):
-        how = (f"status {proc.returncode}" if proc.returncode >= 0
-               else f"signal {-proc.returncode}")
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        return [{"error": f"isolated process failed ({how}): {last}"}] * len(configs)
-    if answer.get("numba_imported"):  # a bug in this module: the timing is not isolated
-        return [{"error": "the isolated process imported numba"}] * len(configs)
-    return results
+    with PeerProcess(peer) as process:
+        return [process.time(cfg, repeat) for cfg in configs]
 
 
 # --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ conv2d plan: im2col_gemm (NCHW, float32)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -105,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "installed); a peer that is not installed is skipped with a note")
     b.add_argument("--isolate", action="store_true",
                    help="time each peer in a fresh Python process of its own (one per peer "
-                        "for the whole run) instead of in this one, where Numba's OpenMP and "
-                        "OpenBLAS's thread pools slow the peers' own pools; results are "
-                        "checked on a sample of each output")
+                        "for the whole run, asked row by row just before numbaconv) instead "
+                        "of in this one, where the thread pools of numbaconv and the peers "
+                        "slow each other; results are checked on a sample of each output")
     b.add_argument("--prepack", action="store_true",
                    help="time numbaconv with each weight packed beforehand (pack_weight), as "
                         "ONNX Runtime packs its weights when it creates a session; the "
@@ -350,7 +351,7 @@ def _have_matplotlib() -> bool:
 
 def cmd_bench(args) -> int:
     """``numbaconv bench``: time a sweep, print the table, write CSV/JSON/plot."""
-    from . import bench
+    from . import _threads, bench
     from ._plan import ALGORITHMS  # read now: other algorithms may have been registered
 
     try:
@@ -429,17 +430,21 @@ def cmd_bench(args) -> int:
             csv_file.flush()
     rows, status = [], 0
     progress = _Progress(len(configs), enabled=not args.quiet)
+    workers = contextlib.ExitStack()
     try:
-        isolated = {}
-        if args.isolate and configs:  # every peer first, while this process is idle
-            for peer in peers:
-                progress.show(0, f"{peer}, in a process of its own")
-                isolated[peer] = bench.time_peer_isolated(peer, configs, args.repeat)
+        # One process per peer for the whole sweep; each row is timed there and
+        # then here, back to back, so that the machine's drift hits both alike.
+        isolated = {peer: workers.enter_context(bench.PeerProcess(peer))
+                    for peer in (peers if args.isolate and configs else ())}
         for i, cfg in enumerate(configs):
             progress.show(i, f"{cfg['layer'].name} N={cfg['batch']} {cfg['layout']}")
-            row = bench.bench_one(cfg, peers, args.repeat, sgemm,
-                                  isolated={p: isolated[p][i] for p in peers}
-                                  if args.isolate else None)
+            theirs = None
+            if args.isolate:
+                # This process's OpenBLAS threads spin for ~0.1 s after the last
+                # row's GEMMs: stopped, so that they do not share the peers' cores.
+                _threads.quiet_blas()
+                theirs = {p: isolated[p].time(cfg, args.repeat) for p in peers}
+            row = bench.bench_one(cfg, peers, args.repeat, sgemm, isolated=theirs)
             rows.append(row)
             if writer:
                 writer.writerow({k: (float(f"{v:.6g}") if isinstance(v, float) else v)
@@ -452,6 +457,7 @@ def cmd_bench(args) -> int:
         print(f"\ninterrupted: {len(rows)} row(s) of this run kept", file=sys.stderr)
         status = 130
     finally:
+        workers.close()
         if csv_file:
             csv_file.close()
     everything = earlier + rows

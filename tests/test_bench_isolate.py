@@ -50,27 +50,49 @@ def test_in_process_runs_record_isolate_false(suite, tmp_path, capsys):
 
 def _job(layout="NCHW", dtype="float32"):
     layer = bench.Layer("w", 3, 7, 6, 4, 3, stride=2, padding=1)
-    return layer, {"peer": "numpy", "repeat": 1, "configs": [
-        {"layer": {"name": "w", "c": 3, "h": 7, "w": 6, "o": 4, "kernel": 3, "stride": 2,
-                   "padding": 1, "dilation": 1, "groups": 1},
-         "batch": 2, "layout": layout, "dtype": dtype, "threads": 1}]}
+    return layer, {"repeat": 1, "config": {
+        "layer": {"name": "w", "c": 3, "h": 7, "w": 6, "o": 4, "kernel": 3, "stride": 2,
+                  "padding": 1, "dilation": 1, "groups": 1},
+        "batch": 2, "layout": layout, "dtype": dtype, "threads": 1}}
 
 
 def test_worker_never_imports_numba():
     """The worker loads numbaconv.bench without numbaconv/__init__.py (which starts Numba)."""
     layer, job = _job()
     proc = subprocess.run(
-        [sys.executable, "-c", bench._WORKER_BOOT, os.path.dirname(bench.__file__)],
-        input=json.dumps(job), capture_output=True, text=True, timeout=60)
+        [sys.executable, "-c", bench._WORKER_BOOT, os.path.dirname(bench.__file__), "numpy"],
+        input=json.dumps(job) + "\n" + json.dumps(_job("NHWC")[1]) + "\n",
+        capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout)
-    assert answer["numba_imported"] is False
-    (result,) = answer["results"]
-    assert result["shape"] == [2, 4, 4, 3] and result["median_ms"] > 0
+    first, second = map(json.loads, proc.stdout.splitlines())  # one answer per row
+    assert first["numba_imported"] is False and second["numba_imported"] is False
+    assert first["shape"] == [2, 4, 4, 3] and first["median_ms"] > 0
+    assert second["shape"] == [2, 4, 3, 4]
     # Same seeds as in this process, so the sample matches numbaconv's output.
     x, w = bench._rng_arrays(layer, 2, "NCHW", "float32")
     ours = bench.numpy_conv2d(x, w, **layer.conv_kwargs())
-    assert bench._sample_close(ours, result, "float32")
+    assert bench._sample_close(ours, first, "float32")
+
+
+def test_rows_are_timed_in_turn(suite, tmp_path, monkeypatch):
+    """Each row's peer is timed just before numbaconv's, not the whole sweep first."""
+    events = []
+    real_time, real_bench_one = bench.PeerProcess.time, bench.bench_one
+
+    def peer_time(self, cfg, repeat):
+        events.append(("peer", cfg["layer"].name))
+        return real_time(self, cfg, repeat)
+
+    def bench_one(cfg, *args, **kwargs):
+        events.append(("numbaconv", cfg["layer"].name))
+        return real_bench_one(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(bench.PeerProcess, "time", peer_time)
+    monkeypatch.setattr(bench, "bench_one", bench_one)
+    assert main(["bench", "--suite", suite, "--isolate", "--compare", "numpy", "--repeat", "1",
+                 "--quiet"]) == 0
+    assert events == [("peer", "tiny.3x3"), ("numbaconv", "tiny.3x3"),
+                      ("peer", "tiny.1x1"), ("numbaconv", "tiny.1x1")]
 
 
 def test_a_worker_that_imports_numba_is_an_error(monkeypatch):
