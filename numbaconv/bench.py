@@ -9,7 +9,7 @@ Timing rule: each implementation is timed in its own block (first call,
 one warm-up, then ``repeat`` timed calls), because thread pools left
 spinning by one library slow the next; the median is the figure.  Even so,
 a peer timed in this process shares it with Numba's OpenMP pool and
-OpenBLAS's: ``time_peer_isolated`` times a peer in a fresh Python process
+OpenBLAS's: ``PeerProcess`` times a peer in a Python process of its own
 instead (``numbaconv bench --isolate``).
 
 This module imports Numba (``_threads``, ``conv``) only inside the functions
@@ -20,6 +20,7 @@ Numba thread pool exists in the process where the peer is timed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -38,7 +39,8 @@ import numpy as np
 from . import _args
 
 __all__ = [
-    "PEERS", "PEER_MODULES", "SUITES", "Layer", "PeerUnsupported", "Timing", "available_peers",
+    "PEERS", "PEER_MODULES", "SUITES", "Layer", "PeerProcess", "PeerUnsupported", "Timing",
+    "available_peers",
     "bench_one", "configurations", "load_suite", "machine_info", "measure", "numpy_conv2d",
     "plot", "row_key", "sgemm_gflops", "time_peer_isolated",
 ]
@@ -705,8 +707,8 @@ def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float,
     names the peer whose result differs from numbaconv's, or that failed.
 
     With ``isolated`` (``numbaconv bench --isolate``), the peers are not run
-    here: ``isolated[peer]`` is this configuration's entry of
-    :func:`time_peer_isolated`, timed in the peer's own process, and the
+    here: ``isolated[peer]`` is :meth:`PeerProcess.time`'s answer for this
+    configuration, timed in the peer's own process, and the
     result check compares numbaconv's output with the sample it carries.
 
     Examples
@@ -822,33 +824,49 @@ def _sample_close(ours: np.ndarray, theirs: dict, dtype) -> bool:
 def _peer_worker() -> None:
     """The isolated process: time one peer (``sys.argv[2]``), one row per request.
 
-    Reads one JSON line per row from stdin, ``{"repeat", "config": {layer,
-    batch, layout, dtype, threads}}``, and answers each with one JSON line on
-    stdout: ``{"numba_imported": bool, ...}`` plus the result (see
+    First imports the peer's modules and says ``{"ready": true}``; then reads
+    one JSON line per row from stdin, ``{"repeat", "config": {layer, batch,
+    layout, dtype, threads}}``, and answers each with one JSON line:
+    ``{"numba_imported": bool, ...}`` plus the result (see
     :class:`PeerProcess`), until stdin closes.  The inputs are
     ``_rng_arrays``'s, as in the parent; BLAS threads (for the ``numpy``
-    peer) are limited to the row's count as ``numbaconv.threads`` does there.
-    Before answering, the peer's callable (an ONNX Runtime session and its
-    thread pool, say) is dropped and OpenBLAS's idle threads (a NumPy
-    peer's, spinning for ~0.1 s after each GEMM) are stopped, so that no
-    pool of the peer's competes with numbaconv, which the parent times next.
+    peer) are limited to the row's count as ``numbaconv.threads`` does there;
+    the other peers set their own.  Before answering, the peer's callable
+    (an ONNX Runtime session and its thread pool, say) and the row's arrays
+    are dropped and OpenBLAS's idle threads (a NumPy peer's, spinning for
+    ~0.1 s after each GEMM) are stopped, so that nothing of the peer's
+    competes with numbaconv, which the parent times next.
     """
     import gc
+    import importlib
 
     from threadpoolctl import threadpool_limits
 
     from ._openblas import openblas_shutdowns
 
-    # Anything the peer prints goes to stderr: stdout carries the answers only.
-    answer, sys.stdout = sys.stdout, sys.stderr
-    setup = PEERS[sys.argv[2]]
+    # The answers get a descriptor of their own; file descriptor 1 becomes
+    # stderr, so whatever the peer prints, from Python or from native code,
+    # cannot end up in an answer.
+    answer = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    peer = sys.argv[2]
+    setup = PEERS[peer]
+    for module in PEER_MODULES.get(peer, ()):
+        importlib.import_module(module)
+    answer.write(json.dumps({"ready": True}) + "\n")
+    answer.flush()
     for line in sys.stdin:
         job = json.loads(line)
         cfg = job["config"]
         layer, layout, threads = Layer(**cfg["layer"]), cfg["layout"], cfg["threads"]
         x, w = _rng_arrays(layer, cfg["batch"], layout, cfg["dtype"])
+        # Only the NumPy baseline runs on BLAS's threads; around PyTorch the limit
+        # (MKL's threads set and restored each row) made it 2-3x slower here.
+        limit = (threadpool_limits(threads, user_api="blas") if peer == "numpy"
+                 else contextlib.nullcontext())
         try:
-            with threadpool_limits(threads, user_api="blas"):
+            with limit:
                 fn = setup(layer, x, w, layout, threads=threads)
                 t = measure(fn, job["repeat"])
             result = {"first_ms": t.first * 1e3, "median_ms": t.median * 1e3,
@@ -857,7 +875,7 @@ def _peer_worker() -> None:
             result = {"unsupported": str(err)}
         except Exception as err:  # reported for this row; the others go on
             result = {"error": _error_text(err)}
-        fn = t = None
+        fn = t = x = w = None
         gc.collect()
         for shutdown in openblas_shutdowns()[0]:  # this process has no other thread in BLAS
             shutdown()
@@ -873,17 +891,18 @@ class PeerProcess:
     speed there (PyTorch NCHW, ResNet-50 at batch 1: about twice its
     standalone time); the other way round, ONNX Runtime's spinning workers
     slowed numbaconv's next calls twofold.  This starts ``sys.executable``
-    once for the whole sweep, so start-up and the peer's import are paid
-    once; that process never imports Numba or starts numbaconv's pools.  It
-    times one row at a time, when asked, so that the sweep can time each
-    row's peers and numbaconv one after the other: the drift of a shared
+    once for the whole sweep and waits until it has imported the peer, so
+    start-up and the import are paid once, before any timing; that process
+    never imports Numba or starts numbaconv's pools.  It times one row at a
+    time, when asked, so that the sweep can time a table's rows with the
+    peers and then with numbaconv, seconds apart: the drift of a shared
     machine then hits both sides of a ratio alike.
 
     :meth:`time` returns ``first_ms``, ``median_ms``, ``best_ms`` and a
     sample of the output (``shape``, ``absmax``, ``sample``) for
     :func:`bench_one` to check; or ``{"unsupported": reason}`` (the row
     shows n/a); or ``{"error": message}``, for that row or, once the process
-    has failed (crashed, could not import the peer's registry entry, ...),
+    has failed (crashed, could not import the peer, answered nonsense, ...),
     for every row from then on.
 
     Examples
@@ -899,10 +918,16 @@ class PeerProcess:
     def __init__(self, peer: str):
         self.peer = peer
         self._failed = None
-        self._stderr = tempfile.TemporaryFile("w+")  # a pipe left unread could fill up
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_BOOT, os.path.dirname(__file__), peer],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        self._proc = None
+        self._stderr = tempfile.TemporaryFile()  # a pipe left unread could fill up
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_BOOT, os.path.dirname(__file__), peer],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        except OSError as err:
+            self._failed = {"error": f"isolated process failed to start: {err}"}
+            return
+        self._answer("ready")
 
     def time(self, cfg: dict, repeat: int) -> dict:
         if self._failed is None:
@@ -913,40 +938,66 @@ class PeerProcess:
             try:
                 self._proc.stdin.write(json.dumps(job) + "\n")
                 self._proc.stdin.flush()
-                line = self._proc.stdout.readline()
-                result = json.loads(line)
-            except (OSError, ValueError):  # the process has gone: say how, once and for all
-                self._failed = {"error": self._how_it_failed()}
-            else:
-                if result.pop("numba_imported", True):  # a bug here: not isolated
-                    self._failed = {"error": "the isolated process imported numba"}
-                else:
-                    return result
+            except OSError:
+                self._fail("")
+            result = self._answer("numba_imported")
+            if result is not None and result.pop("numba_imported"):  # a bug here
+                self._fail("", "the isolated process imported numba")
+            elif result is not None:
+                return result
         return dict(self._failed)
 
-    def _how_it_failed(self) -> str:
+    def _answer(self, key: str) -> dict | None:
+        """The next answer, which must be a JSON object with ``key``; else fail."""
+        if self._failed is not None:
+            return None
+        line = self._proc.stdout.readline()
         try:
-            code = self._proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            code = self._proc.wait()
-        how = f"status {code}" if code >= 0 else f"signal {-code}"
-        self._stderr.seek(0)
-        last = (self._stderr.read().strip().splitlines() or ["no message"])[-1]
-        return f"isolated process failed ({how}): {last}"
-
-    def close(self) -> None:
-        try:
-            self._proc.stdin.close()
-        except OSError:
+            answer = json.loads(line)
+            if isinstance(answer, dict) and key in answer:
+                return answer
+        except ValueError:
             pass
-        try:
-            self._proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        self._fail(line)
+        return None
+
+    def _fail(self, line: str, why: str | None = None) -> None:
+        """Stop the process (it has died, or cannot be trusted) and say why, once."""
+        if self._failed is not None:
+            return
+        if line or why:  # it is alive but answered something else: no point in waiting
             self._proc.kill()
             self._proc.wait()
-        self._proc.stdout.close()
-        self._stderr.close()
+            why = why or f"isolated process sent {line.strip()[:200]!r}"
+        else:  # end of its output: it is exiting, or has
+            try:
+                code = self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                code = self._proc.wait()
+            how = f"status {code}" if code >= 0 else f"signal {-code}"
+            self._stderr.seek(0)
+            text = self._stderr.read().decode(errors="replace")
+            why = f"isolated process failed ({how}): " + \
+                (text.strip().splitlines() or ["no message"])[-1]
+        self._failed = {"error": why}
+
+    def close(self) -> None:
+        """Close its stdin and let it exit; an idle worker does so at once."""
+        try:
+            if self._proc is not None:
+                try:
+                    self._proc.stdin.close()
+                    self._proc.wait(timeout=10)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+                finally:  # still busy (an interrupted row) or stuck
+                    if self._proc.poll() is None:
+                        self._proc.kill()
+                        self._proc.wait()
+                    self._proc.stdout.close()
+        finally:
+            self._stderr.close()
 
     def __enter__(self) -> PeerProcess:
         return self

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "installed); a peer that is not installed is skipped with a note")
     b.add_argument("--isolate", action="store_true",
                    help="time each peer in a fresh Python process of its own (one per peer "
-                        "for the whole run, asked row by row just before numbaconv) instead "
+                        "for the whole run, asked table by table just before numbaconv) instead "
                         "of in this one, where the thread pools of numbaconv and the peers "
                         "slow each other; results are checked on a sample of each output")
     b.add_argument("--prepack", action="store_true",
@@ -432,19 +432,27 @@ def cmd_bench(args) -> int:
     progress = _Progress(len(configs), enabled=not args.quiet)
     workers = contextlib.ExitStack()
     try:
-        # One process per peer for the whole sweep; each row is timed there and
-        # then here, back to back, so that the machine's drift hits both alike.
-        isolated = {peer: workers.enter_context(bench.PeerProcess(peer))
-                    for peer in (peers if args.isolate and configs else ())}
+        # One process per peer for the whole sweep.  Group by group (one batch,
+        # layout, dtype and thread count: a table's total), the peers time the
+        # group's rows, then this process does: the machine's drift between the
+        # two is seconds, not the whole sweep.  Within a group each library
+        # runs its rows back to back, as in a network: PyTorch timed with a
+        # pause before every row took 2x its time (its threads asleep).
+        processes = {peer: workers.enter_context(bench.PeerProcess(peer))
+                     for peer in (peers if args.isolate and configs else ())}
+        theirs = {}
         for i, cfg in enumerate(configs):
             progress.show(i, f"{cfg['layer'].name} N={cfg['batch']} {cfg['layout']}")
-            theirs = None
-            if args.isolate:
-                # This process's OpenBLAS threads spin for ~0.1 s after the last
-                # row's GEMMs: stopped, so that they do not share the peers' cores.
+            if args.isolate and i not in theirs:
+                group = _group_at(configs, i)
+                # This process's OpenBLAS threads spin for ~0.1 s after its last
+                # GEMM: stopped, so that they do not share the peers' cores.
                 _threads.quiet_blas()
-                theirs = {p: isolated[p].time(cfg, args.repeat) for p in peers}
-            row = bench.bench_one(cfg, peers, args.repeat, sgemm, isolated=theirs)
+                timed = {p: [processes[p].time(c, args.repeat) for c in group] for p in peers}
+                theirs.update({i + j: {p: timed[p][j] for p in peers}
+                               for j in range(len(group))})
+            row = bench.bench_one(cfg, peers, args.repeat, sgemm,
+                                  isolated=theirs.pop(i) if args.isolate else None)
             rows.append(row)
             if writer:
                 writer.writerow({k: (float(f"{v:.6g}") if isinstance(v, float) else v)
@@ -476,6 +484,17 @@ def cmd_bench(args) -> int:
               file=sys.stderr)
         status = status or 1
     return status
+
+
+def _group_at(configs: list[dict], i: int) -> list[dict]:
+    """The rows from ``i`` on that share row i's batch, layout, dtype and threads."""
+    def key(cfg):
+        return cfg["batch"], cfg["layout"], cfg["dtype"], cfg["threads"]
+
+    j = i
+    while j < len(configs) and key(configs[j]) == key(configs[i]):
+        j += 1
+    return configs[i:j]
 
 
 def _print_totals(rows: list[dict], peers: list[str]) -> None:

@@ -64,7 +64,8 @@ def test_worker_never_imports_numba():
         input=json.dumps(job) + "\n" + json.dumps(_job("NHWC")[1]) + "\n",
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    first, second = map(json.loads, proc.stdout.splitlines())  # one answer per row
+    ready, first, second = map(json.loads, proc.stdout.splitlines())  # then one per row
+    assert ready == {"ready": True}
     assert first["numba_imported"] is False and second["numba_imported"] is False
     assert first["shape"] == [2, 4, 4, 3] and first["median_ms"] > 0
     assert second["shape"] == [2, 4, 3, 4]
@@ -74,8 +75,8 @@ def test_worker_never_imports_numba():
     assert bench._sample_close(ours, first, "float32")
 
 
-def test_rows_are_timed_in_turn(suite, tmp_path, monkeypatch):
-    """Each row's peer is timed just before numbaconv's, not the whole sweep first."""
+def test_groups_are_timed_in_turn(suite, tmp_path, monkeypatch):
+    """Each table's rows: the peer's first, then numbaconv's; not the whole sweep first."""
     events = []
     real_time, real_bench_one = bench.PeerProcess.time, bench.bench_one
 
@@ -90,9 +91,9 @@ def test_rows_are_timed_in_turn(suite, tmp_path, monkeypatch):
     monkeypatch.setattr(bench.PeerProcess, "time", peer_time)
     monkeypatch.setattr(bench, "bench_one", bench_one)
     assert main(["bench", "--suite", suite, "--isolate", "--compare", "numpy", "--repeat", "1",
-                 "--quiet"]) == 0
-    assert events == [("peer", "tiny.3x3"), ("numbaconv", "tiny.3x3"),
-                      ("peer", "tiny.1x1"), ("numbaconv", "tiny.1x1")]
+                 "--batch", "1", "2", "--quiet"]) == 0
+    group = [("tiny.3x3"), ("tiny.1x1")]
+    assert events == [*(("peer", g) for g in group), *(("numbaconv", g) for g in group)] * 2
 
 
 def test_a_worker_that_imports_numba_is_an_error(monkeypatch):
@@ -135,3 +136,41 @@ def test_resume_needs_the_same_isolate(suite, tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "with --isolate" in err
     assert main([*args, "--resume", "--isolate"]) == 0
+
+
+def _with_numpy_peer_patched(monkeypatch, body):
+    """Run the worker with ``bench.PEERS['numpy']`` wrapped by ``body`` (source of a setup)."""
+    patch = ("import numbaconv.bench as b\n_real = b.PEERS['numpy']\n_rows = []\n" + body +
+             "b.PEERS['numpy'] = setup\n")
+    monkeypatch.setattr(bench, "_WORKER_BOOT",
+                        bench._WORKER_BOOT.replace("_peer_worker()\n", patch + "_peer_worker()\n"))
+
+
+def _tiny_rows(n):
+    return [dict(layer=bench.Layer("t", 2, 5, 5, 3, 3), batch=b, layout="NCHW",
+                 dtype="float32", threads=1, algorithm="auto") for b in range(1, n + 1)]
+
+
+def test_a_peer_printing_from_native_code_does_not_break_the_answers(monkeypatch):
+    _with_numpy_peer_patched(monkeypatch, (
+        "import os\n"
+        "def setup(*args, **kwargs):\n"
+        "    os.write(1, b'native noise\\n')\n"
+        "    print('python noise')\n"
+        "    return _real(*args, **kwargs)\n"))
+    results = bench.time_peer_isolated("numpy", _tiny_rows(2), repeat=1)
+    assert [r["shape"] for r in results] == [[1, 3, 3, 3], [2, 3, 3, 3]]
+
+
+def test_a_worker_dying_mid_sweep_fails_the_rows_from_there_on(monkeypatch):
+    _with_numpy_peer_patched(monkeypatch, (
+        "import os, sys\n"
+        "def setup(*args, **kwargs):\n"
+        "    _rows.append(1)\n"
+        "    if len(_rows) == 2:\n"
+        "        print('about to die', file=sys.stderr)\n"
+        "        os._exit(3)\n"
+        "    return _real(*args, **kwargs)\n"))
+    first, second, third = bench.time_peer_isolated("numpy", _tiny_rows(3), repeat=1)
+    assert first["shape"] == [1, 3, 3, 3]
+    assert second == third == {"error": "isolated process failed (status 3): about to die"}
