@@ -29,7 +29,8 @@ _DEFAULTS = {
     # while a batch of 256 ImageNet images never allocates gigabytes.
     "max_workspace_bytes": 64 * 2**20,
     # NCHW: below this many output pixels per image, one GEMM covers a chunk
-    # of images instead of one GEMM per image (thin GEMMs run slowly).
+    # of images instead of one GEMM per image (thin GEMMs run slowly); 1x1
+    # layers below an eighth of it (see _plan.gemm_batched).
     "gemm_batch_below": 1024,
     # A gather or scatter (im2col/col2im) whose column buffer, or a depthwise
     # kernel whose operands, take at most this many bytes runs on the calling

@@ -249,6 +249,19 @@ def test_explain_describes_the_plan():
     assert numbaconv.explain(np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))).dtype == "float64"
 
 
+def test_nchw_batches_thin_gemms_and_1x1_layers_only_on_tiny_images():
+    def batched(x, w, **kw):
+        return numbaconv.explain(x, w, **kw).gemm_batched
+
+    assert batched((8, 512, 14, 14), (512, 512, 3, 3), padding=1)  # 196 columns per image
+    assert not batched((8, 64, 56, 56), (64, 64, 3, 3), padding=1, algorithm="im2col_gemm")
+    # 1x1: batching copies the input first, which only pays below 128 pixels.
+    assert batched((8, 512, 7, 7), (2048, 512, 1, 1))
+    assert not batched((8, 1024, 14, 14), (256, 1024, 1, 1))
+    assert not batched((1, 512, 7, 7), (2048, 512, 1, 1))  # one image: nothing to batch
+    assert not batched((8, 7, 7, 512), (1, 1, 512, 2048), layout="NHWC")  # batch in M anyway
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_forced_im2col_matches_pointwise_fast_path(layout, rng):
     x = rng.standard_normal((2, 6, 5, 4))
