@@ -850,12 +850,19 @@ def _peer_worker() -> None:
     answer = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+
+    def send(obj: dict) -> None:
+        answer.write(json.dumps(obj) + "\n")
+        answer.flush()
+
     peer = sys.argv[2]
     setup = PEERS[peer]
     for module in PEER_MODULES.get(peer, ()):
         importlib.import_module(module)
-    answer.write(json.dumps({"ready": True}) + "\n")
-    answer.flush()
+    # Looked up once, with the peer's libraries loaded: a scan of every
+    # loaded library per row would be work between the peer and numbaconv.
+    shutdowns = openblas_shutdowns()[0]
+    send({"ready": True})
     for line in sys.stdin:
         job = json.loads(line)
         cfg = job["config"]
@@ -877,10 +884,9 @@ def _peer_worker() -> None:
             result = {"error": _error_text(err)}
         fn = t = x = w = None
         gc.collect()
-        for shutdown in openblas_shutdowns()[0]:  # this process has no other thread in BLAS
+        for shutdown in shutdowns:  # this process has no other thread in BLAS
             shutdown()
-        answer.write(json.dumps({"numba_imported": "numba" in sys.modules, **result}) + "\n")
-        answer.flush()
+        send({"numba_imported": "numba" in sys.modules, **result})
 
 
 class PeerProcess:

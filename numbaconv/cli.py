@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -351,7 +352,7 @@ def _have_matplotlib() -> bool:
 
 def cmd_bench(args) -> int:
     """``numbaconv bench``: time a sweep, print the table, write CSV/JSON/plot."""
-    from . import _threads, bench
+    from . import bench
     from ._plan import ALGORITHMS  # read now: other algorithms may have been registered
 
     try:
@@ -440,26 +441,21 @@ def cmd_bench(args) -> int:
         # pause before every row took 2x its time (its threads asleep).
         processes = {peer: workers.enter_context(bench.PeerProcess(peer))
                      for peer in (peers if args.isolate and configs else ())}
-        theirs = {}
-        for i, cfg in enumerate(configs):
-            progress.show(i, f"{cfg['layer'].name} N={cfg['batch']} {cfg['layout']}")
-            if args.isolate and i not in theirs:
-                group = _group_at(configs, i)
-                # This process's OpenBLAS threads spin for ~0.1 s after its last
-                # GEMM: stopped, so that they do not share the peers' cores.
-                _threads.quiet_blas()
-                timed = {p: [processes[p].time(c, args.repeat) for c in group] for p in peers}
-                theirs.update({i + j: {p: timed[p][j] for p in peers}
-                               for j in range(len(group))})
-            row = bench.bench_one(cfg, peers, args.repeat, sgemm,
-                                  isolated=theirs.pop(i) if args.isolate else None)
-            rows.append(row)
-            if writer:
-                writer.writerow({k: (float(f"{v:.6g}") if isinstance(v, float) else v)
-                                 for k, v in row.items()})
-                csv_file.flush()  # an interrupted sweep keeps every finished row
-            progress.clear()
-            say(table.row(row))
+        for _, group in itertools.groupby(configs, key=_table_key):
+            group = list(group)
+            if processes:
+                progress.show(len(rows), f"peers: N={group[0]['batch']} {group[0]['layout']}")
+            for cfg, theirs in zip(group, _isolated_times(group, processes, args.repeat),
+                                   strict=True):
+                progress.show(len(rows), f"{cfg['layer'].name} N={cfg['batch']} {cfg['layout']}")
+                row = bench.bench_one(cfg, peers, args.repeat, sgemm, isolated=theirs)
+                rows.append(row)
+                if writer:
+                    writer.writerow({k: (float(f"{v:.6g}") if isinstance(v, float) else v)
+                                     for k, v in row.items()})
+                    csv_file.flush()  # an interrupted sweep keeps every finished row
+                progress.clear()
+                say(table.row(row))
     except KeyboardInterrupt:
         progress.clear()
         print(f"\ninterrupted: {len(rows)} row(s) of this run kept", file=sys.stderr)
@@ -486,21 +482,31 @@ def cmd_bench(args) -> int:
     return status
 
 
-def _group_at(configs: list[dict], i: int) -> list[dict]:
-    """The rows from ``i`` on that share row i's batch, layout, dtype and threads."""
-    def key(cfg):
-        return cfg["batch"], cfg["layout"], cfg["dtype"], cfg["threads"]
+def _table_key(row: dict) -> tuple:
+    """What one table total covers: batch, layout, dtype and thread count."""
+    return row["batch"], row["layout"], row["dtype"], row["threads"]
 
-    j = i
-    while j < len(configs) and key(configs[j]) == key(configs[i]):
-        j += 1
-    return configs[i:j]
+
+def _isolated_times(group: list[dict], processes: dict, repeat: int) -> list[dict | None]:
+    """Each row's times from every peer's process, the group's rows back to back.
+
+    None per row when the peers run in this process (``processes`` empty).
+    """
+    from . import _threads
+
+    if not processes:
+        return [None] * len(group)
+    # This process's OpenBLAS threads spin for ~0.1 s after its last GEMM:
+    # stopped, so that they do not share the peers' cores.
+    _threads.quiet_blas()
+    timed = {p: [process.time(cfg, repeat) for cfg in group] for p, process in processes.items()}
+    return [{p: times[j] for p, times in timed.items()} for j in range(len(group))]
 
 
 def _print_totals(rows: list[dict], peers: list[str]) -> None:
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["batch"], r["layout"], r["dtype"], r["threads"]), []).append(r)
+        groups.setdefault(_table_key(r), []).append(r)
     for (n, layout, dtype, t), rs in groups.items():
         ours = sum(r["median_ms"] for r in rs)
         work = sum(r["gflop"] for r in rs)

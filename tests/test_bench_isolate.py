@@ -92,8 +92,8 @@ def test_groups_are_timed_in_turn(suite, tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "bench_one", bench_one)
     assert main(["bench", "--suite", suite, "--isolate", "--compare", "numpy", "--repeat", "1",
                  "--batch", "1", "2", "--quiet"]) == 0
-    group = [("tiny.3x3"), ("tiny.1x1")]
-    assert events == [*(("peer", g) for g in group), *(("numbaconv", g) for g in group)] * 2
+    names = ["tiny.3x3", "tiny.1x1"]  # one table per batch size
+    assert events == [*(("peer", n) for n in names), *(("numbaconv", n) for n in names)] * 2
 
 
 def test_a_worker_that_imports_numba_is_an_error(monkeypatch):
