@@ -439,6 +439,7 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path):
         rng = np.random.default_rng(3)
         x = rng.standard_normal((2, 4, 7, 6)); w = rng.standard_normal((6, 2, 3, 3))
         dw = rng.standard_normal((8, 1, 3, 3))
+        wide = rng.standard_normal((16, 4, 3, 3))  # whole weight panels (OIHW: transposed)
         out = {}
         for layout in ("NCHW", "NHWC"):
             xi = x if layout == "NCHW" else x.transpose(0, 2, 3, 1).copy()
@@ -450,6 +451,8 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path):
             if layout == "NHWC":
                 out["indirect"] = numbaconv.conv2d_with(xi, wi, groups=2,
                                                         algorithm="indirect_gemm", **kw)
+            wd = wide if layout == "NCHW" else wide.transpose(2, 3, 1, 0).copy()
+            out["wide" + layout] = numbaconv.conv2d_with(xi, wd, algorithm="indirect_gemm", **kw)
             if layout == "NCHW":
                 out["packed"] = numbaconv.conv2d_with(xi, np.tile(wi, (2, 1, 1, 1)), groups=2,
                                                       algorithm="packed_gemm", **kw)

@@ -134,3 +134,32 @@ def test_one_pixel_images(layout, rng):
     xl, wl = _in_layout(layout, x, w)
     y = numbaconv.conv2d_with(xl, wl, b, layout=layout, algorithm="indirect_gemm")
     assert_close(_as_nchw(layout, y), conv2d_ref(x, w, b), np.float32)
+
+
+@pytest.mark.parametrize("vw", [4, 8])
+def test_the_shuffle_network_transposes(vw):
+    from numbaconv.kernels.gemm import transpose_network
+
+    rows = [[(j, k) for k in range(vw)] for j in range(vw)]
+    assert transpose_network(vw, rows) == [[(j, k) for j in range(vw)] for k in range(vw)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("o, k", [(16, 8), (40, 27), (7, 100), (64, 147), (33, 4)])
+@pytest.mark.parametrize("weight_layout", ["OIHW", "HWIO"])
+def test_weight_panels_match_a_plain_reshape(dtype, o, k, weight_layout, rng):
+    """pack_panels (the in-register transposes of OIHW blocks, and every edge) vs NumPy."""
+    from numbaconv import kernels
+    from numbaconv._plan import panel_shape, panel_strides
+
+    w = rng.standard_normal((o, k)).astype(dtype)  # W[o, k]
+    flat = (w if weight_layout == "OIHW" else np.ascontiguousarray(w.T)).reshape(-1)
+    w_k, w_o = panel_strides("NCHW" if weight_layout == "OIHW" else "NHWC", o, k)
+    shape = panel_shape(1, o, k, np.dtype(dtype))
+    got = np.full(shape, np.nan, dtype)
+    kernels.get("pack_panels", "ANY", dtype)(flat, w_k, w_o, got)
+    nr = shape[3]
+    want = np.zeros((shape[1] * nr, k), dtype)
+    want[:o] = w
+    want = want.reshape(shape[1], nr, k).transpose(0, 2, 1)[None]  # (1, panels, K, NR)
+    np.testing.assert_array_equal(got, want)

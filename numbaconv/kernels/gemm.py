@@ -138,6 +138,74 @@ def microkernel_indirect(typingctx, kc, a, rows, r0, koff, k0, b, b0, c, c0, ldc
     return types.void(kc, a, rows, r0, koff, k0, b, b0, c, c0, ldc), codegen
 
 
+# The shuffle network of ``transpose_block``: per stage, output i is
+# ``shuffle(v[a], v[b], mask)`` for row i = (a, b, mask); mask values >= VW
+# pick lanes of v[b].  8 lanes (float32): rows interleaved one lane at a
+# time, then two, then 128-bit halves (unpcklps/unpckhps, shufps,
+# vperm2f128); 4 lanes (float64): two lanes at a time, then halves.
+# ``tests/test_indirect.py`` checks that each network transposes.
+_TRANSPOSE = {
+    8: [
+        [(2 * (i // 2), 2 * (i // 2) + 1,
+          [0, 8, 1, 9, 4, 12, 5, 13] if i % 2 == 0 else [2, 10, 3, 11, 6, 14, 7, 15])
+         for i in range(8)],
+        [(4 * (i // 4) + (i % 4) // 2, 4 * (i // 4) + (i % 4) // 2 + 2,
+          [0, 1, 8, 9, 4, 5, 12, 13] if i % 2 == 0 else [2, 3, 10, 11, 6, 7, 14, 15])
+         for i in range(8)],
+        [(i % 4, i % 4 + 4,
+          [0, 1, 2, 3, 8, 9, 10, 11] if i < 4 else [4, 5, 6, 7, 12, 13, 14, 15])
+         for i in range(8)],
+    ],
+    4: [
+        [(2 * (i // 2), 2 * (i // 2) + 1, [0, 4, 2, 6] if i % 2 == 0 else [1, 5, 3, 7])
+         for i in range(4)],
+        [(i % 2, i % 2 + 2, [0, 1, 4, 5] if i < 2 else [2, 3, 6, 7]) for i in range(4)],
+    ],
+}
+
+
+def transpose_network(vw: int, rows: list) -> list:
+    """Run ``_TRANSPOSE[vw]`` on ``rows`` with ``shuffle(a, b, mask)`` = lanes of a + b.
+
+    Python lists here (what the test checks); LLVM vectors in ``transpose_block``.
+    """
+    for stage in _TRANSPOSE[vw]:
+        rows = [[(rows[a] + rows[b])[m] for m in mask] for a, b, mask in stage]
+    return rows
+
+
+@intrinsic
+def transpose_block(typingctx, src, s0, ld_s, dst, d0, ld_d):
+    """dst[d0 + k*ld_d + j] = src[s0 + j*ld_s + k] for j, k < VW: one block, in registers.
+
+    VW is one 256-bit register's lanes (8 float32, 4 float64): VW loads,
+    the shuffles of ``_TRANSPOSE``, VW stores, instead of VW*VW scalar moves.
+    """
+
+    def codegen(context, builder, sig, args):
+        s_arr, s_off, s_ld, d_arr, d_off, d_ld = args
+        vw = _vector_width(src.dtype)
+        item = np.dtype(str(src.dtype)).itemsize
+        vec = ir.VectorType(context.get_value_type(src.dtype), vw)
+        vptr = vec.as_pointer()
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+        ps = _data(context, builder, sig.args[0], s_arr, s_off)
+        pd = _data(context, builder, sig.args[3], d_arr, d_off)
+        rows = [builder.load(builder.bitcast(builder.gep(ps, [builder.mul(s_ld, ir.Constant(
+            i64, j))]), vptr), align=item) for j in range(vw)]
+        for stage in _TRANSPOSE[vw]:
+            rows = [builder.shuffle_vector(rows[a], rows[b], ir.Constant(ir.VectorType(i32, vw),
+                                                                           mask))
+                    for a, b, mask in stage]
+        for k in range(vw):
+            p = builder.bitcast(builder.gep(pd, [builder.mul(d_ld, ir.Constant(i64, k))]), vptr)
+            builder.store(rows[k], p, align=item)
+        return context.get_dummy_value()
+
+    return types.void(src, s0, ld_s, dst, d0, ld_d), codegen
+
+
 if numba.config.DISABLE_JIT:  # an intrinsic cannot run as Python: the same sums, slowly
     def microkernel(kc, a, a0, lda, b, b0, ldb, c, c0, ldc):  # noqa: F811
         for i in range(MR):
@@ -155,6 +223,12 @@ if numba.config.DISABLE_JIT:  # an intrinsic cannot run as Python: the same sums
                 for k in range(kc):
                     total += a[rows[r0 + i] + koff[k0 + k]] * b[b0 + k * nr + j]
                 c[c0 + i * ldc + j] += total
+
+    def transpose_block(src, s0, ld_s, dst, d0, ld_d):  # noqa: F811
+        vw = 32 // src.itemsize
+        for j in range(vw):
+            for k in range(vw):
+                dst[d0 + k * ld_d + j] = src[s0 + j * ld_s + k]
 
 
 @functools.cache
@@ -441,19 +515,17 @@ def _panel(wf, w_k, w_o, k0, kc, o0, cols, nr, dst, d0):
                 dst[U(d + j)] = 0
     else:
         kb = 0
+        vw = nr >> 1  # lanes of one register: a panel row is two
         if cols == nr and w_k == 1:
-            # 8 x 8 blocks: 8 runs of 8 taps in, 8 panel rows out, all in L1.
-            # Channel by channel (a run of kc taps into every 16th slot) took
-            # twice as long on one thread, and indirect_gemm on the 7x7x512
-            # layer at batch 1 (which packs per task) took 1.3x as long.
-            while kb + 8 <= kc:
-                for jb in range(0, nr, 8):
-                    s = (o0 + jb) * w_o + k0 + kb
-                    d = d0 + kb * nr + jb
-                    for k in range(8):
-                        for j in range(8):
-                            dst[U(d + k * nr + j)] = wf[U(s + j * w_o + k)]
-                kb += 8
+            # Blocks of vw channels x vw taps, transposed in registers.
+            # Channel by channel (a run of kc taps into every nr-th slot)
+            # took twice as long on one thread, and indirect_gemm on the
+            # 7x7x512 layer at batch 1 (which packs per task) 1.3x as long.
+            while kb + vw <= kc:
+                for jb in range(0, nr, vw):
+                    transpose_block(wf, (o0 + jb) * w_o + k0 + kb, w_o, dst, d0 + kb * nr + jb,
+                                    nr)
+                kb += vw
         for j in range(nr):  # the taps left over, and a last panel's missing channels
             s = (o0 + j) * w_o + k0 * w_k
             if j < cols:
