@@ -6,7 +6,7 @@ under ``benchmarks/`` and the optional-peer tests (``tests/test_peers.py``),
 so a peer that is added here is checked against the reference at once.
 
 Timing rule: each implementation is timed in its own block (first call,
-one warm-up, then ``repeat`` timed calls), because thread pools left
+0.1 s of warm-up calls, then ``repeat`` timed calls), because thread pools left
 spinning by one library slow the next; the median is the figure.  Even so,
 a peer timed in this process shares it with Numba's OpenMP pool and
 OpenBLAS's: ``PeerProcess`` times a peer in a Python process of its own
@@ -432,8 +432,19 @@ class Timing:
     result: object = dataclasses.field(repr=False, default=None)
 
 
+WARMUP_S = 0.1  # measure's warm-up: calls until this long has passed (at least one)
+WARMUP_CALLS = 50  # ... or this many calls
+
+
 def measure(fn: Callable, repeat: int) -> Timing:
-    """Time ``fn()``: one first call, one warm-up, then ``repeat`` timed calls.
+    """Time ``fn()``: one first call, warm-up calls, then ``repeat`` timed calls.
+
+    The warm-up runs for ``WARMUP_S`` (at most ``WARMUP_CALLS`` calls, at
+    least one), not one call: on this shared 2-core VM, a process that had
+    been waiting (numbaconv's, while ``--isolate``'s peers timed a table)
+    ran its next calls up to 2x slower for tens of ms, its Numba workers
+    going to sleep and waking at every launch; the first row of each
+    table took 3.3-5.9 ms against 2.4-2.8 ms (ResNet-50's stem, batch 1).
 
     Examples
     --------
@@ -445,7 +456,12 @@ def measure(fn: Callable, repeat: int) -> Timing:
     t0 = time.perf_counter()
     result = fn()
     first = time.perf_counter() - t0
-    fn()  # warm-up: caches, page faults, spinning-up thread pools
+    # Warm-up: caches, page faults, thread pools spinning up (see above).
+    t0 = time.perf_counter()
+    for _ in range(WARMUP_CALLS):
+        fn()
+        if time.perf_counter() - t0 >= WARMUP_S:
+            break
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()

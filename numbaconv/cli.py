@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "ONNX Runtime packs its weights when it creates a session; the "
                         "packing is not timed")
     b.add_argument("--repeat", type=_positive_int, default=5,
-                   help="timed calls per row, after one first call and one warm-up (default: 5)")
+                   help="timed calls per row, after one first call and 0.1 s of warm-up calls "
+                        "(default: 5)")
     b.add_argument("--csv", metavar="PATH", help="write every row, with a header block")
     b.add_argument("--json", metavar="PATH", help="write the machine and every row")
     b.add_argument("--plot", metavar="PATH.png",
