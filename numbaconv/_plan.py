@@ -287,7 +287,7 @@ def indirect_padded(g: Geometry) -> tuple[int, int] | None:
 
 def panel_shape(groups: int, og: int, k: int, dtype: np.dtype) -> tuple[int, int, int, int]:
     """The weight as indirect_gemm's panels: (groups, panels of NR channels, K, NR)."""
-    nr = gemm.panel_width(np.dtype(dtype).name)
+    nr = gemm.LINE // np.dtype(dtype).itemsize  # gemm.panel_width, without dtype.name (slow)
     return groups, ceil_div(og, nr), k, nr
 
 

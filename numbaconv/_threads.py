@@ -118,14 +118,25 @@ def threading_layer() -> str | None:
         return None
 
 
+_unlocked = None  # a no-op context, once the layer is known to be thread-safe
+
+
 def launch_lock():
     """A lock around parallel launches when the layer is not thread-safe.
 
     Before the first launch the layer is unknown, so the first launches are
-    serialised too; afterwards OpenMP and TBB run unlocked.
+    serialised too; afterwards OpenMP and TBB run unlocked.  A process's
+    layer never changes once chosen, so a thread-safe one is remembered
+    (every kernel launch asks).
     """
+    global _unlocked
+    if _unlocked is not None:
+        return _unlocked
     layer = threading_layer()
-    return _launch_lock if layer in (None, "workqueue") else contextlib.nullcontext()
+    if layer in (None, "workqueue"):
+        return _launch_lock
+    _unlocked = contextlib.nullcontext()
+    return _unlocked
 
 
 # --------------------------------------------------------------------------

@@ -18,8 +18,9 @@ __all__ = ["col2im", "conv2d", "conv2d_with", "explain", "im2col"]
 
 
 def _batched(arr: np.ndarray, name: str, layout: _args.Layout) -> tuple[np.ndarray, bool]:
-    desc = f"{layout.x_desc()} or unbatched {layout.x_desc().replace('N, ', '')}"
-    _args.ensure_ndim(arr, name, (3, 4), desc)
+    if arr.ndim not in (3, 4):  # the message is built only then: conv2d is called per layer
+        desc = f"{layout.x_desc()} or unbatched {layout.x_desc().replace('N, ', '')}"
+        _args.ensure_ndim(arr, name, (3, 4), desc)
     return (arr[None], True) if arr.ndim == 3 else (arr, False)
 
 
