@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import select
 import statistics
 import subprocess
 import sys
@@ -905,6 +906,13 @@ def _peer_worker() -> None:
         send({"numba_imported": "numba" in sys.modules, **result})
 
 
+# A peer's process that has not answered in this long is stopped, and its
+# rows from then on are errors: a hung peer must not hang the sweep.  Long
+# enough for the slowest row (NumPy's baseline on a large layer at a large
+# batch, 1 + warm-up + --repeat calls) and for importing a peer.
+PEER_TIMEOUT_S = 600.0
+
+
 class PeerProcess:
     """One peer, timed row by row in a Python process of its own (``bench --isolate``).
 
@@ -924,8 +932,9 @@ class PeerProcess:
     sample of the output (``shape``, ``absmax``, ``sample``) for
     :func:`bench_one` to check; or ``{"unsupported": reason}`` (the row
     shows n/a); or ``{"error": message}``, for that row or, once the process
-    has failed (crashed, could not import the peer, answered nonsense, ...),
-    for every row from then on.
+    has failed (crashed, could not import the peer, answered nonsense, gave
+    no answer within ``timeout`` seconds (default ``PEER_TIMEOUT_S``) and was
+    stopped, ...), for every row from then on.
 
     Examples
     --------
@@ -937,8 +946,9 @@ class PeerProcess:
     [1, 4, 8, 8]
     """
 
-    def __init__(self, peer: str):
+    def __init__(self, peer: str, timeout: float | None = None):
         self.peer = peer
+        self.timeout = PEER_TIMEOUT_S if timeout is None else timeout
         self._failed = None
         self._proc = None
         self._stderr = tempfile.TemporaryFile()  # a pipe left unread could fill up
@@ -970,8 +980,19 @@ class PeerProcess:
         return dict(self._failed)
 
     def _answer(self, key: str) -> dict | None:
-        """The next answer, which must be a JSON object with ``key``; else fail."""
+        """The next answer, which must be a JSON object with ``key``; else fail.
+
+        Waited for with ``select``, not a reader thread: a second Python
+        thread in this process would keep ``quiet_blas`` from stopping
+        OpenBLAS's spinning threads before numbaconv's kernels.  The worker
+        writes one line per request, so nothing is left buffered between
+        answers.  (Windows cannot select on a pipe: there it waits.)
+        """
         if self._failed is not None:
+            return None
+        ready = os.name == "nt" or select.select([self._proc.stdout], [], [], self.timeout)[0]
+        if not ready:
+            self._fail("", f"isolated process gave no answer in {self.timeout:g} s; stopped")
             return None
         line = self._proc.stdout.readline()
         try:

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -174,3 +175,19 @@ def test_a_worker_dying_mid_sweep_fails_the_rows_from_there_on(monkeypatch):
     first, second, third = bench.time_peer_isolated("numpy", _tiny_rows(3), repeat=1)
     assert first["shape"] == [1, 3, 3, 3]
     assert second == third == {"error": "isolated process failed (status 3): about to die"}
+
+
+def test_a_worker_that_hangs_is_stopped_and_the_rows_from_there_on_fail(monkeypatch):
+    monkeypatch.setattr(bench, "PEER_TIMEOUT_S", 3.0)
+    _with_numpy_peer_patched(monkeypatch, (
+        "import time\n"
+        "def setup(*args, **kwargs):\n"
+        "    _rows.append(1)\n"
+        "    if len(_rows) == 2:\n"
+        "        time.sleep(600)\n"
+        "    return _real(*args, **kwargs)\n"))
+    t0 = time.perf_counter()
+    first, second, third = bench.time_peer_isolated("numpy", _tiny_rows(3), repeat=1)
+    assert time.perf_counter() - t0 < 60  # not the worker's 600 s
+    assert first["shape"] == [1, 3, 3, 3]
+    assert second == third == {"error": "isolated process gave no answer in 3 s; stopped"}
