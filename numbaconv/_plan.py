@@ -287,7 +287,7 @@ def indirect_padded(g: Geometry) -> tuple[int, int] | None:
 
 def panel_shape(groups: int, og: int, k: int, dtype: np.dtype) -> tuple[int, int, int, int]:
     """The weight as indirect_gemm's panels: (groups, panels of NR channels, K, NR)."""
-    nr = gemm.LINE // np.dtype(dtype).itemsize  # gemm.panel_width, without dtype.name (slow)
+    nr = gemm.panel_width(dtype)
     return groups, ceil_div(og, nr), k, nr
 
 
@@ -404,7 +404,7 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
     """
     k = g.cg * g.kh * g.kw
     kc = ceil_div(k, ceil_div(k, 256))
-    nr = gemm.panel_width(dtype.name)
+    nr = gemm.panel_width(dtype)
     tiles = ceil_div(max(images, 1) * g.p * g.q, MR)
     blocks = ceil_div(tiles, 32)
     if tiles <= ONE_BLOCK_TILES:
@@ -440,7 +440,7 @@ def packed_tile(g: Geometry, dtype: np.dtype, threads: int) -> tuple[int, int, i
     """
     k = g.cg * g.kh * g.kw
     kc = ceil_div(k, ceil_div(k, 256))
-    nr = gemm.panel_width(dtype.name)
+    nr = gemm.panel_width(dtype)
     total = max(g.n, 1) * g.p * g.q
     # Column blocks: tiles of at most 192 float32 columns, but at least four
     # tasks per thread when there are columns enough for tiles of 64 (a few

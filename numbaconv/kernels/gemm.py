@@ -232,8 +232,12 @@ if numba.config.DISABLE_JIT:  # an intrinsic cannot run as Python: the same sums
 
 
 @functools.cache
-def panel_width(dtype: str) -> int:
-    """NR: columns of a packed panel and of the register tile."""
+def panel_width(dtype) -> int:
+    """NR: columns of a packed panel and of the register tile (``dtype``: any dtype-like).
+
+    Pass the dtype itself on hot paths: numpy's ``dtype.name`` is a slow
+    Python property (~3 us), the cached lookup ~0.1 us.
+    """
     return LINE // np.dtype(dtype).itemsize
 
 
