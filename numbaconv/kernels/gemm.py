@@ -614,7 +614,7 @@ def conv_indirect(xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, o
         jn = min(ldc, og - ob0 * nr)
         mn = min(nt * MR, npix - t0 * MR)  # its real pixels
         rows = np.empty(nt * MR, np.int64)
-        acc = np.zeros(0 if direct else nt * MR * ldc, of.dtype)
+        acc = np.empty(0 if direct else nt * MR * ldc, of.dtype)
         tile = np.empty(MR * nr, of.dtype)
         own = np.empty(0 if prepacked else kc_blk * nr, of.dtype)  # this task's panel
         bp = wpk if prepacked else own  # read-only either way (wpk may be a PackedWeight's)
@@ -624,11 +624,22 @@ def conv_indirect(xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, o
             r = m - n * pq
             p = r // q_n
             rows[e] = n * xs_n + g * xs_g + p * xs_p + (r - p * q_n) * xs_q
-        if direct:  # start from the bias (or zero)
+        # Start from the bias (or zero): in place for NHWC, in the scratch
+        # rows for NCHW (whose write-out is then a plain transpose).
+        if direct:
             for e in range(mn):
                 d = (t0 * MR + e) * o_m + j0
                 for j in range(jn):
                     of[U(d + j)] = bias[j0 + j] if has_bias else 0
+        elif has_bias:  # (two plain loops: a test per element kept them scalar)
+            for e in range(nt * MR):
+                for j in range(jn):
+                    acc[U(e * ldc + j)] = bias[U(j0 + j)]
+                for j in range(jn, ldc):
+                    acc[U(e * ldc + j)] = 0
+        else:
+            for e in range(nt * MR * ldc):
+                acc[U(e)] = 0
         # K blocks outermost: the tiles' part of the input stays in L2 while
         # every weight panel of the task passes over it.
         for pc in range(0, k_n, kc_blk):
@@ -656,23 +667,30 @@ def conv_indirect(xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, o
                                 of[U((m + i) * o_m + g * og + ob * nr + j)] += tile[i * nr + j]
         if direct:
             continue
-        # NCHW: into place with the bias, a run of pixels of one image at a
-        # time, in blocks of 8 pixels: the block's rows of ``acc`` stay in L1
-        # while every channel reads them.  Channel by channel over the whole
-        # run took 3x longer (192 pixels x 64 channels: rows 256 bytes apart
-        # evict each other), a fifth of the stem layer's time.
+        # NCHW: into place, a run of pixels of one image at a time, in
+        # blocks of VW pixels x VW channels transposed in registers
+        # (``transpose_block``); the block's rows of ``acc`` stay in L1 while
+        # it is read.  Channel by channel over the whole run took 3x longer
+        # (192 pixels x 64 channels: rows 256 bytes apart evict each other),
+        # a fifth of the stem layer's time; blocks of 8 pixels with scalar
+        # moves still took 15-19% of it.
+        vw = nr >> 1
         e = 0
         while e < mn:
             n = (t0 * MR + e) // pq
             pix0 = t0 * MR + e - n * pq
             run = min(mn - e, pq - pix0)
             d = n * o_n + j0 * o_o + pix0 * o_m
-            for i0 in range(0, run, 8):
-                ni = min(8, run - i0)
-                for j in range(jn):
-                    b = bias[j0 + j] if has_bias else of.dtype.type(0)
-                    dj = d + j * o_o + i0 * o_m
-                    a0 = (e + i0) * ldc + j
+            for i0 in range(0, run, vw):
+                ni = min(vw, run - i0)
+                a0 = (e + i0) * ldc
+                dj = d + i0 * o_m
+                j = 0
+                if ni == vw and o_m == 1:
+                    while j + vw <= jn:
+                        transpose_block(acc, a0 + j, ldc, of, dj + j * o_o, o_o)
+                        j += vw
+                for jj in range(j, jn):  # the channels left over, or a short run
                     for i in range(ni):
-                        of[U(dj + i * o_m)] = acc[U(a0 + i * ldc)] + b
+                        of[U(dj + jj * o_o + i * o_m)] = acc[U(a0 + i * ldc + jj)]
             e += run
