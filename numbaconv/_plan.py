@@ -370,17 +370,30 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
     beforehand (``prepacked``: a ``PackedWeight``), K = 4608 took 0.66x
     (batch 1) and 0.82x (batch 8) of im2col_gemm's time, so then any K goes
     (float64, one run: 0.85x at batch 1, 0.96x at batch 8 NCHW, but 1.08x at
-    batch 8 NHWC).
+    batch 8 NHWC).  Deeper NCHW layers whose pixels make one block of tiles
+    (``few_pixels``) go too: each task then packs its own panels from the
+    OIHW weight, which is read once (K = 4608, float32: 7x7 at batch 1-6
+    0.76-0.81x, VGG's 14x14 0.84-0.90x; 28x28, 131 tiles, level; float64
+    up to 33 tiles 0.89-0.98x, 49 tiles 1.06x).  From HWIO the same took
+    1.5x: a task's channels are a short piece of each 2 KiB weight row.
     Figures and the way forward: docs/performance.md.
     """
     if is_depthwise(g):
         return "direct_depthwise"
     if is_pointwise(g):
         return "gemm_1x1"
-    if ((prepacked or g.cg * g.kh * g.kw <= 2304) and g.flops >= INDIRECT_MIN_FLOPS
-            and indirect_fits(g, dtype, prepacked)):
+    deep_ok = prepacked or g.cg * g.kh * g.kw <= 2304 or (
+        layout == "NCHW" and few_pixels(g, dtype))
+    if deep_ok and g.flops >= INDIRECT_MIN_FLOPS and indirect_fits(g, dtype, prepacked):
         return "indirect_gemm"
     return "im2col_gemm"
+
+
+def few_pixels(g: Geometry, dtype: np.dtype) -> bool:
+    """Whether a call's output pixels make one block of indirect_gemm tiles (in bytes:
+    64 float32 tiles, 32 float64)."""
+    tiles = ceil_div(max(g.n, 1) * g.p * g.q, MR)
+    return tiles * dtype.itemsize <= ONE_BLOCK_TILES * 4
 
 
 ONE_BLOCK_TILES = 64  # indirect_gemm: up to this many register tiles make one block

@@ -51,8 +51,9 @@ def test_packed_weight_matches_reference(prob, dtype, layout, algorithm, with_bi
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_deep_layer_takes_indirect_gemm_only_when_packed(layout, rng):
-    # K = 512*9 = 4608: above the per-call packing limit (see choose_algorithm).
-    x = rng.standard_normal((1, 512, 7, 7)).astype(np.float32)
+    # K = 512*9 = 4608: above the per-call packing limit (see choose_algorithm),
+    # with 8 images' pixels (66 tiles) more than one block.
+    x = rng.standard_normal((8, 512, 7, 7)).astype(np.float32)
     w = (rng.standard_normal((512, 512, 3, 3)) / 48).astype(np.float32)
     xl, wl = _in_layout(layout, x, w)
     packed = numbaconv.pack_weight(wl, layout=layout)
@@ -63,6 +64,20 @@ def test_deep_layer_takes_indirect_gemm_only_when_packed(layout, rng):
     y = numbaconv.conv2d(xl, packed, padding=1, layout=layout)
     assert_close(y, numbaconv.conv2d(xl.astype(np.float64), wl.astype(np.float64), padding=1,
                                      layout=layout), np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_deep_nchw_layer_with_few_pixels_takes_indirect_gemm(dtype):
+    # One image of 7x7: every task packs its own panels from the OIHW weight,
+    # reading it once.  Not from HWIO (a task's channels are a short piece of
+    # each weight row), nor with more pixels than one block of tiles.
+    w = (512, 512, 3, 3)
+    assert numbaconv.explain((1, 512, 7, 7), w, padding=1, dtype=dtype).algorithm == \
+        "indirect_gemm"
+    assert numbaconv.explain((1, 7, 7, 512), (3, 3, 512, 512), padding=1, dtype=dtype,
+                             layout="NHWC").algorithm == "im2col_gemm"
+    assert numbaconv.explain((8, 512, 7, 7), w, padding=1, dtype=dtype).algorithm == \
+        "im2col_gemm"
 
 
 def test_packed_weight_is_a_private_copy(rng):
