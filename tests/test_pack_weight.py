@@ -69,8 +69,8 @@ def test_deep_layer_takes_indirect_gemm_only_when_packed(layout, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_deep_nchw_layer_with_few_pixels_takes_indirect_gemm(dtype):
     # One image of 7x7: every task packs its own panels from the OIHW weight,
-    # reading it once.  Not from HWIO (a task's channels are a short piece of
-    # each weight row), nor with more pixels than one block of tiles.
+    # reading it once.  Not from HWIO (no gain measured there), nor with more
+    # pixels than one block of tiles.
     w = (512, 512, 3, 3)
     assert numbaconv.explain((1, 512, 7, 7), w, padding=1, dtype=dtype).algorithm == \
         "indirect_gemm"

@@ -206,6 +206,31 @@ def transpose_block(typingctx, src, s0, ld_s, dst, d0, ld_d):
     return types.void(src, s0, ld_s, dst, d0, ld_d), codegen
 
 
+@intrinsic
+def copy_line(typingctx, src, s0, dst, d0):
+    """dst[d0 : d0 + NR] = src[s0 : s0 + NR]: one 64-byte panel row, as two vector moves.
+
+    The equivalent loop cannot be vectorised without a run-time check that
+    the arrays do not overlap, which cost more than the copy for one row.
+    """
+
+    def codegen(context, builder, sig, args):
+        s_arr, s_off, d_arr, d_off = args
+        vw = _vector_width(src.dtype)
+        item = np.dtype(str(src.dtype)).itemsize
+        vptr = ir.VectorType(context.get_value_type(src.dtype), vw).as_pointer()
+        ps = _data(context, builder, sig.args[0], s_arr, s_off)
+        pd = _data(context, builder, sig.args[2], d_arr, d_off)
+        steps = [ir.Constant(ir.IntType(64), j) for j in range(0, LINE // item, vw)]
+        parts = [builder.load(builder.bitcast(builder.gep(ps, [j]), vptr), align=item)
+                 for j in steps]  # both loads first: the two rows may overlap in principle
+        for j, v in zip(steps, parts, strict=True):
+            builder.store(v, builder.bitcast(builder.gep(pd, [j]), vptr), align=item)
+        return context.get_dummy_value()
+
+    return types.void(src, s0, dst, d0), codegen
+
+
 if numba.config.DISABLE_JIT:  # an intrinsic cannot run as Python: the same sums, slowly
     def microkernel(kc, a, a0, lda, b, b0, ldb, c, c0, ldc):  # noqa: F811
         for i in range(MR):
@@ -229,6 +254,10 @@ if numba.config.DISABLE_JIT:  # an intrinsic cannot run as Python: the same sums
         for j in range(vw):
             for k in range(vw):
                 dst[d0 + k * ld_d + j] = src[s0 + j * ld_s + k]
+
+    def copy_line(src, s0, dst, d0):  # noqa: F811
+        n = LINE // src.itemsize
+        dst[d0 : d0 + n] = src[s0 : s0 + n]
 
 
 @functools.cache
@@ -513,6 +542,9 @@ def _panel(wf, w_k, w_o, k0, kc, o0, cols, nr, dst, d0):
         for k in range(kc):
             s = (k0 + k) * w_k + o0
             d = d0 + k * nr
+            if cols == nr:
+                copy_line(wf, s, dst, d)
+                continue
             for j in range(cols):
                 dst[U(d + j)] = wf[U(s + j)]
             for j in range(cols, nr):
@@ -551,6 +583,20 @@ def pack_panels(wf, w_k, w_o, wpk):
     groups, nob, k_n, nr = wpk.shape
     og = wf.size // (groups * k_n)
     pf = wpk.reshape(wpk.size)
+    if w_o == 1:
+        # HWIO: a K row's channels are contiguous, so tasks take runs of whole
+        # rows and deal each row out to every panel.  Panel by panel, each
+        # row was read as 64-byte pieces 2 KiB apart (O = 512): the 512x4608
+        # weight took 1.7 ms against 0.7 ms from OIHW.
+        nkb = (k_n + 63) // 64
+        for task in prange(groups * nkb):
+            g = task // nkb
+            k0 = (task - g * nkb) * 64
+            for k in range(k0, min(k_n, k0 + 64)):
+                for ob in range(nob):
+                    _panel(wf, w_k, w_o, k, 1, g * og + ob * nr, min(nr, og - ob * nr), nr, pf,
+                           ((g * nob + ob) * k_n + k) * nr)
+        return
     for task in prange(groups * nob):
         g = task // nob
         ob = task - g * nob
