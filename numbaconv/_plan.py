@@ -374,7 +374,8 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
     (``few_pixels``) go too: each task then packs its own panels from the
     OIHW weight, which is read once (K = 4608, float32: 7x7 at batch 1-6
     0.76-0.81x, VGG's 14x14 0.84-0.90x; 28x28, 131 tiles, level; float64
-    up to 33 tiles 0.89-0.98x, 49 tiles 1.06x).  From HWIO, where a task's
+    0.89-0.92x at 9-17 tiles, 0.95-0.98x at 33, 1.06x at 49, so its bound
+    is 32 tiles).  From HWIO, where a task's
     channels are a short piece of each 2 KiB weight row, it was level at
     best (0.89-1.25x), so NHWC keeps im2col_gemm there.
     Figures and the way forward: docs/performance.md.

@@ -138,17 +138,23 @@ def test_one_pixel_images(layout, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_nchw_write_out_blocks_and_leftovers(dtype, with_bias, rng):
+@pytest.mark.parametrize("panels", [1, 2])
+def test_nchw_write_out_blocks_and_leftovers(dtype, with_bias, panels, rng):
     # NCHW tiles go out in blocks of VW pixels x VW channels, transposed in
-    # registers (VW = 8 float32, 4 float64).  One panel a task: 19 channels
-    # leave a panel of 3 with no whole block.  Three tiles (18 pixels) a task
-    # over 7x9 = 63-pixel images: one task's pixels run across two images,
-    # in runs of 9 that end in a short block.
-    x = rng.standard_normal((3, 4, 7, 9)).astype(dtype)
-    w = rng.standard_normal((19, 4, 3, 3)).astype(dtype)
+    # registers (VW = 8 float32, 4 float64).  19 channels: one panel a task
+    # leaves a panel of 3 with no whole block; two leave whole blocks and 3
+    # channels over in one task.  Three tiles (18 pixels) a task over 7x9 =
+    # 63-pixel images: one task's pixels run across two images, in runs of 9
+    # that end in a short block.  C = 32 makes K = 288: two K blocks, each
+    # packed by the task itself (OIHW) or read from panels packed once.
+    x = rng.standard_normal((3, 32, 7, 9)).astype(dtype)
+    w = rng.standard_normal((19, 32, 3, 3)).astype(dtype)
     b = rng.standard_normal(19).astype(dtype) if with_bias else None
     plan = numbaconv.explain(x, w, b, padding=1, algorithm="indirect_gemm")
-    plan = dataclasses.replace(plan, tile=(plan.tile[0], 3, 1, plan.tile[3]))  # 3 tiles a task
+    assert plan.tile[0] < 288
+    plan = dataclasses.replace(plan, tile=(plan.tile[0], 3, panels, panels == 1))
+    plan = dataclasses.replace(plan, workspace_bytes=_indirect_bytes(
+        plan.geometry, np.dtype(dtype), plan.batch_chunk, plan.tile[3]))
     out = np.full((3, 19, 7, 9), np.nan, dtype)
     RUNNERS["indirect_gemm"](plan, x, w, b, out)
     assert_close(out, conv2d_ref(x, w, b, pads=(1, 1, 1, 1)), dtype)
