@@ -391,14 +391,18 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
     return "im2col_gemm"
 
 
+ONE_BLOCK_TILES = 64  # indirect_gemm: up to this many register tiles make one block
+
+
+def indirect_tiles(g: Geometry, images: int) -> int:
+    """indirect_gemm's register tiles (MR output pixels each) over ``images`` images."""
+    return ceil_div(max(images, 1) * g.p * g.q, MR)
+
+
 def few_pixels(g: Geometry, dtype: np.dtype) -> bool:
     """Whether a call's output pixels make one block of indirect_gemm tiles (in bytes:
     64 float32 tiles, 32 float64)."""
-    tiles = ceil_div(max(g.n, 1) * g.p * g.q, MR)
-    return tiles * dtype.itemsize <= ONE_BLOCK_TILES * 4
-
-
-ONE_BLOCK_TILES = 64  # indirect_gemm: up to this many register tiles make one block
+    return indirect_tiles(g, g.n) * dtype.itemsize <= ONE_BLOCK_TILES * 4
 
 
 def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
@@ -420,7 +424,7 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
     k = g.cg * g.kh * g.kw
     kc = ceil_div(k, ceil_div(k, 256))
     nr = gemm.panel_width(dtype)
-    tiles = ceil_div(max(images, 1) * g.p * g.q, MR)
+    tiles = indirect_tiles(g, images)
     blocks = ceil_div(tiles, 32)
     if tiles <= ONE_BLOCK_TILES:
         # One block, its tasks splitting the weight: each panel is then packed
