@@ -136,28 +136,36 @@ def test_one_pixel_images(layout, rng):
     assert_close(_as_nchw(layout, y), conv2d_ref(x, w, b), np.float32)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("panels", [1, 2])
-def test_nchw_write_out_blocks_and_leftovers(dtype, with_bias, panels, rng):
-    # NCHW tiles go out in blocks of VW pixels x VW channels, transposed in
-    # registers (VW = 8 float32, 4 float64).  19 channels: one panel a task
-    # leaves a panel of 3 with no whole block; two leave whole blocks and 3
-    # channels over in one task.  Three tiles (18 pixels) a task over 7x9 =
-    # 63-pixel images: one task's pixels run across two images, in runs of 9
-    # that end in a short block.  C = 32 makes K = 288: two K blocks, each
-    # packed by the task itself (OIHW) or read from panels packed once.
+def test_write_out_blocks_and_leftovers(layout, dtype, with_bias, panels, rng):
+    # Each task sums into a scratch block, panel by panel, then writes it
+    # out: NCHW in blocks of VW pixels x VW channels, transposed in
+    # registers (VW = 8 float32, 4 float64); NHWC as one line of NR channels
+    # per pixel and panel.  19 channels: one panel a task leaves a panel of 3
+    # (no whole block, no whole line); two leave whole ones and 3 channels
+    # over in one task.  Three tiles (18 pixels) a task over 7x9 = 63-pixel
+    # images: one task's pixels run across two images, in runs of 9 that
+    # end in a short block, and the last task's tile has 3 real pixels.
+    # C = 32 makes K = 288: two K blocks, each packed by the task itself or
+    # read from panels packed once.
     x = rng.standard_normal((3, 32, 7, 9)).astype(dtype)
     w = rng.standard_normal((19, 32, 3, 3)).astype(dtype)
     b = rng.standard_normal(19).astype(dtype) if with_bias else None
-    plan = numbaconv.explain(x, w, b, padding=1, algorithm="indirect_gemm")
+    want = conv2d_ref(x, w, b, pads=(1, 1, 1, 1))
+    if layout == "NHWC":
+        x, w, want = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), want.transpose(0, 2, 3, 1)
+        x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    plan = numbaconv.explain(x, w, b, padding=1, layout=layout, algorithm="indirect_gemm")
     assert plan.tile[0] < 288
     plan = dataclasses.replace(plan, tile=(plan.tile[0], 3, panels, panels == 1))
     plan = dataclasses.replace(plan, workspace_bytes=_indirect_bytes(
         plan.geometry, np.dtype(dtype), plan.batch_chunk, plan.tile[3]))
-    out = np.full((3, 19, 7, 9), np.nan, dtype)
+    out = np.full(want.shape, np.nan, dtype)
     RUNNERS["indirect_gemm"](plan, x, w, b, out)
-    assert_close(out, conv2d_ref(x, w, b, pads=(1, 1, 1, 1)), dtype)
+    assert_close(out, want, dtype)
 
 
 @pytest.mark.parametrize("vw", [4, 8])
