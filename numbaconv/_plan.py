@@ -375,7 +375,12 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
     OIHW weight, which is read once (K = 4608, float32: 7x7 at batch 1-6
     0.76-0.81x, VGG's 14x14 0.84-0.90x; 28x28, 131 tiles, level; float64
     0.89-0.92x at 9-17 tiles, 0.95-0.98x at 33, 1.06x at 49, so its bound
-    is 32 tiles).  From HWIO, where a task's
+    is 32 tiles).  So do float32 NCHW layers on small images
+    (``small_images``: at most 64 output pixels each), at any batch:
+    7x7x512 at batch 8-32 took 0.83-0.93x of im2col_gemm's time, and with
+    the 1x1 layer after it (which restarts OpenBLAS's threads) 0.92-0.93x;
+    float64 1.0-1.08x at batch 8-16, and VGG's 14x14 and 28x28 at batch 8
+    0.99-1.0x, so those stay.  From HWIO, where a task's
     channels are a short piece of each 2 KiB weight row, it was level at
     best (0.89-1.25x), so NHWC keeps im2col_gemm there.
     Figures and the way forward: docs/performance.md.
@@ -385,7 +390,7 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
     if is_pointwise(g):
         return "gemm_1x1"
     deep_ok = prepacked or g.cg * g.kh * g.kw <= 2304 or (
-        layout == "NCHW" and few_pixels(g, dtype))
+        layout == "NCHW" and (few_pixels(g, dtype) or small_images(g, dtype)))
     if deep_ok and g.flops >= INDIRECT_MIN_FLOPS and indirect_fits(g, dtype, prepacked):
         return "indirect_gemm"
     return "im2col_gemm"
@@ -403,6 +408,11 @@ def few_pixels(g: Geometry, dtype: np.dtype) -> bool:
     """Whether a call's output pixels make one block of indirect_gemm tiles (in bytes:
     64 float32 tiles, 32 float64)."""
     return indirect_tiles(g, g.n) * dtype.itemsize <= ONE_BLOCK_TILES * 4
+
+
+def small_images(g: Geometry, dtype: np.dtype) -> bool:
+    """Whether each output image has at most 64 pixels (8x8), in float32."""
+    return dtype.itemsize == 4 and g.p * g.q <= 64
 
 
 def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,

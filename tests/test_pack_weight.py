@@ -52,8 +52,9 @@ def test_packed_weight_matches_reference(prob, dtype, layout, algorithm, with_bi
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_deep_layer_takes_indirect_gemm_only_when_packed(layout, rng):
     # K = 512*9 = 4608: above the per-call packing limit (see choose_algorithm),
-    # with 8 images' pixels (66 tiles) more than one block.
-    x = rng.standard_normal((8, 512, 7, 7)).astype(np.float32)
+    # with two images' pixels (66 tiles) more than one block, on images of
+    # more than 64 pixels.
+    x = rng.standard_normal((2, 512, 14, 14)).astype(np.float32)
     w = (rng.standard_normal((512, 512, 3, 3)) / 48).astype(np.float32)
     xl, wl = _in_layout(layout, x, w)
     packed = numbaconv.pack_weight(wl, layout=layout)
@@ -69,14 +70,16 @@ def test_deep_layer_takes_indirect_gemm_only_when_packed(layout, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_deep_nchw_layer_with_few_pixels_takes_indirect_gemm(dtype):
     # One image of 7x7: every task packs its own panels from the OIHW weight,
-    # reading it once.  Not from HWIO (no gain measured there), nor with more
-    # pixels than one block of tiles.
+    # reading it once.  Not from HWIO (no gain measured there).  With more
+    # pixels than one block of tiles, only float32 on small images goes.
     w = (512, 512, 3, 3)
     assert numbaconv.explain((1, 512, 7, 7), w, padding=1, dtype=dtype).algorithm == \
         "indirect_gemm"
     assert numbaconv.explain((1, 7, 7, 512), (3, 3, 512, 512), padding=1, dtype=dtype,
                              layout="NHWC").algorithm == "im2col_gemm"
-    assert numbaconv.explain((8, 512, 7, 7), w, padding=1, dtype=dtype).algorithm == \
+    assert numbaconv.explain((8, 512, 7, 7), w, padding=1, dtype=dtype).algorithm == (
+        "indirect_gemm" if dtype == np.float32 else "im2col_gemm")
+    assert numbaconv.explain((8, 512, 14, 14), w, padding=1, dtype=dtype).algorithm == \
         "im2col_gemm"
 
 
