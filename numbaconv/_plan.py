@@ -416,11 +416,15 @@ def small_images(g: Geometry, dtype: np.dtype) -> bool:
 
 
 def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
-                  prepacked: bool = False) -> tuple[int, int, int, bool]:
+                  prepacked: bool = False, layout: str = "NCHW") -> tuple[int, int, int, bool]:
     """(kc, tiles per task, weight panels per task, pack the weight once) of indirect_gemm.
 
     kc: K blocks of at most 256 (one block of MR pixels' A and one weight
-    panel stay in L1).  Tiles: at most 32 (192 pixels) per task, in even
+    panel stay in L1), 256 / stride in NCHW: a strided task's tiles span
+    stride times the input rows.  (ResNet-50's stride-2 3x3 layer, K =
+    1152: 0.95-1.0x of the time with blocks of 128 rather than 231, batch
+    1 and 8, 1 and 2 threads; its stem, K = 147 in two blocks, 0.98-1.0x;
+    NHWC 0.99-1.03x, so NHWC keeps 256.)  Tiles: at most 32 (192 pixels) per task, in even
     blocks, a multiple of the thread count when there are few; but up to 64
     tiles (384 pixels) make a single block.  When that
     leaves fewer than four tasks per thread (small images, a deep layer at
@@ -432,7 +436,7 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
     a ``PackedWeight`` brings them (``prepacked``).
     """
     k = g.cg * g.kh * g.kw
-    kc = ceil_div(k, ceil_div(k, 256))
+    kc = ceil_div(k, ceil_div(k, 256 // (g.stride[0] if layout == "NCHW" else 1)))
     nr = gemm.panel_width(dtype)
     tiles = indirect_tiles(g, images)
     blocks = ceil_div(tiles, 32)
@@ -529,7 +533,7 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
         fit = (room // per_image if room > 0 else 1) if per_image else g.n  # x read in place
         bc = max(1, min(max(g.n, 1), fit))
         bc = ceil_div(max(g.n, 1), ceil_div(max(g.n, 1), bc))  # balanced chunks
-        tile = indirect_tile(g, dtype, bc, threads, prepacked)
+        tile = indirect_tile(g, dtype, bc, threads, prepacked, layout.name)
         return Plan(algorithm, layout=layout.name, dtype=dtype.name, geometry=g,
                     gemm_m=bc * g.p * g.q, gemm_n=g.og, gemm_k=g.cg * g.kh * g.kw,
                     gemm_calls=g.groups * ceil_div(g.n, bc) if g.n else 0, gemm_batched=False,
