@@ -107,6 +107,13 @@ def test_tiles_follow_the_problem():
     # Many pixels: blocks of at most 32 tiles, the weight packed once per call.
     kc, per, panels, once = numbaconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1).tile
     assert per <= 32 and panels == 4 and once
+    # K blocks: at most 256 rows, 256 / stride in NCHW (a strided task spans
+    # more input rows), in even blocks.
+    assert kc == 192
+    strided = dict(stride=2, padding=1, algorithm="indirect_gemm")
+    assert numbaconv.explain((1, 128, 56, 56), (128, 128, 3, 3), **strided).tile[0] == 128
+    assert numbaconv.explain((1, 56, 56, 128), (3, 3, 128, 128), layout="NHWC",
+                             **strided).tile[0] == 231
 
 
 def test_the_dispatcher_picks_it_for_wide_layers():
