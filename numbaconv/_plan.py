@@ -420,8 +420,8 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
     """(kc, tiles per task, weight panels per task, pack the weight once) of indirect_gemm.
 
     kc: K blocks of at most 256 (one block of MR pixels' A and one weight
-    panel stay in L1), 256 / stride in NCHW: a strided task's tiles span
-    stride times the input rows.  (ResNet-50's stride-2 3x3 layer, K =
+    panel stay in L1), 128 in strided NCHW layers: a strided task's tiles
+    span stride times the input rows.  (ResNet-50's stride-2 3x3 layer, K =
     1152: 0.95-1.0x of the time with blocks of 128 rather than 231, batch
     1 and 8, 1 and 2 threads; its stem, K = 147 in two blocks, 0.98-1.0x;
     NHWC 0.99-1.03x, so NHWC keeps 256.)  Tiles: at most 32 (192 pixels) per task, in even
@@ -436,7 +436,7 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
     a ``PackedWeight`` brings them (``prepacked``).
     """
     k = g.cg * g.kh * g.kw
-    kc = ceil_div(k, ceil_div(k, 256 // (g.stride[0] if layout == "NCHW" else 1)))
+    kc = ceil_div(k, ceil_div(k, 256 // (min(g.stride[0], 2) if layout == "NCHW" else 1)))
     nr = gemm.panel_width(dtype)
     tiles = indirect_tiles(g, images)
     blocks = ceil_div(tiles, 32)

@@ -107,13 +107,21 @@ def test_tiles_follow_the_problem():
     # Many pixels: blocks of at most 32 tiles, the weight packed once per call.
     kc, per, panels, once = numbaconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1).tile
     assert per <= 32 and panels == 4 and once
-    # K blocks: at most 256 rows, 256 / stride in NCHW (a strided task spans
-    # more input rows), in even blocks.
+    # K blocks: at most 256 rows, 128 in strided NCHW layers (a strided task
+    # spans more input rows), in even blocks; any stride.
     assert kc == 192
     strided = dict(stride=2, padding=1, algorithm="indirect_gemm")
     assert numbaconv.explain((1, 128, 56, 56), (128, 128, 3, 3), **strided).tile[0] == 128
     assert numbaconv.explain((1, 56, 56, 128), (3, 3, 128, 128), layout="NHWC",
                              **strided).tile[0] == 231
+    assert numbaconv.explain((11, 9, 600, 600), (512, 9, 16, 16), stride=300).tile[0] == 128
+
+
+def test_a_stride_above_the_k_block(rng):
+    x = rng.standard_normal((2, 4, 600, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 4, 3, 3)).astype(np.float32)
+    got = numbaconv.conv2d_with(x, w, stride=(257, 1), algorithm="indirect_gemm")
+    assert_close(got, conv2d_ref(x, w, stride=(257, 1)), np.float32)
 
 
 def test_the_dispatcher_picks_it_for_wide_layers():
