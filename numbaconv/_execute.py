@@ -311,6 +311,8 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
     wf = w.reshape(-1)
     if plan.prepacked != (panels is not None):  # pragma: no cover - a caller's bug
         raise AssertionError("indirect_gemm: panels must come with a prepacked plan, only")
+    if not (out.flags.c_contiguous and x.flags.c_contiguous):  # pragma: no cover - ditto
+        raise AssertionError("indirect_gemm: x and out must be C-contiguous (reshaped below)")
     wpk = buf[:nwp] if panels is None else panels.reshape(-1)
     # At any size: no BLAS runs from here to the last chunk.  With OpenBLAS's
     # threads stopped, the packing and padding kernels get both cores too.
