@@ -11,6 +11,7 @@ compute dtype; they treat the inputs as read-only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 
@@ -247,9 +248,16 @@ def run_im2col_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndar
                     o += bias.reshape(g.groups, g.og, 1)
 
 
+@functools.cache
+def _no_bias(dtype: np.dtype) -> np.ndarray:
+    zero = np.zeros(1, dtype)
+    zero.flags.writeable = False  # shared by every call; kernels only read a bias
+    return zero
+
+
 def _bias_arg(bias, dtype) -> tuple[np.ndarray, bool]:
     """(array, has_bias) for a kernel: kernels take an array even without a bias."""
-    return (bias, True) if bias is not None else (np.zeros(1, dtype), False)
+    return (bias, True) if bias is not None else (_no_bias(np.dtype(dtype)), False)
 
 
 def _quiet_blas_before(plan: Plan) -> None:
@@ -294,8 +302,7 @@ def _indirect_launch(plan: Plan) -> tuple:
             (g.pads[2], g.pads[2] + g.w) if plan.layout == "NCHW" else ())
         pad = (kernels.get("pad", plan.layout, plan.dtype), hp * wp * g.c,
                (hp, wp, g.c) if plan.layout == "NHWC" else (g.c, hp, wp), pad_args)
-    launch = (pshape, nwp, pack, pad, kernels.get("indirect_gemm", "ANY", plan.dtype),
-              np.zeros(1, plan.dtype))
+    launch = (pshape, nwp, pack, pad, kernels.get("indirect_gemm", "ANY", plan.dtype))
     if len(_launches) >= 256:
         _launches.clear()
     _launches[id(plan)] = (plan, launch)  # the plan kept alive, so its id stays its own
@@ -305,7 +312,7 @@ def _indirect_launch(plan: Plan) -> tuple:
 def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray,
                       panels: np.ndarray | None = None) -> None:
     """``panels``: a ``PackedWeight``'s, when ``plan.prepacked`` (then none are built)."""
-    pshape, nwp, pack, pad, conv, zero = _indirect_launch(plan)
+    pshape, nwp, pack, pad, conv = _indirect_launch(plan)
     kc, per, per_task, prepack = plan.tile
     buf = workspace(plan.workspace_bytes, x.dtype)
     wf = w.reshape(-1)
@@ -320,7 +327,7 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
     if prepack:
         with contextlib.nullcontext() if quiet else serial_below(wpk.nbytes):
             pack(wf, plan.dims[10], plan.dims[11], wpk.reshape(pshape))
-    b, has_bias = (zero, False) if bias is None else (bias, True)
+    b, has_bias = _bias_arg(bias, x.dtype)
     n_n, chunk = plan.geometry.n, plan.batch_chunk
     # (Plain reshapes: every array here is C-contiguous, so none copies.)
     for n0 in range(0, n_n, chunk):
