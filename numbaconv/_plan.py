@@ -436,7 +436,8 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
     a ``PackedWeight`` brings them (``prepacked``).
     """
     k = g.cg * g.kh * g.kw
-    kc = ceil_div(k, ceil_div(k, 256 // (min(g.stride[0], 2) if layout == "NCHW" else 1)))
+    kc_max = 128 if layout == "NCHW" and g.stride[0] > 1 else 256
+    kc = ceil_div(k, ceil_div(k, kc_max))  # even blocks
     nr = gemm.panel_width(dtype)
     tiles = indirect_tiles(g, images)
     blocks = ceil_div(tiles, 32)
