@@ -9,14 +9,26 @@ OpenBLAS's threads still spinning).  This times that sequence.
 
 A rule (first argument) is ``auto`` (the dispatcher), ``packed`` (the
 dispatcher, with every weight packed once beforehand by ``pack_weight``, as
-for inference), ``im2col`` (im2col_gemm on every layer that is not 1x1) or
-``indirect`` (indirect_gemm on every layer).  Several rules, comma-separated,
-take turns pass by pass in the one process, so that the drift of this
-shared machine hits each alike; the last line gives each rule's median over
-the first's.  The other arguments are batch sizes; ``PASSES`` sets the
-passes per rule (default 11 at batch 1, else 5).  Prints the median pass
-and each layer's median, in ms.  To compare two commits, run it
-alternately in fresh processes with ``PYTHONPATH`` set to each checkout.
+for inference), ``im2col`` (im2col_gemm on every layer that is not 1x1),
+``indirect`` (indirect_gemm on every layer), ``blas1x1`` (the dispatcher,
+but OpenBLAS's gemm_1x1 on the 1x1 layers: two thread pools, as before
+pointwise_gemm) or ``onnxruntime`` (one ONNX Runtime session holding the 12
+``Conv`` nodes, run once per pass with 2 intra-op threads: its network,
+NCHW whatever LAY says, and no per-layer times).  Several rules,
+comma-separated, take turns pass by pass in the one process, so that the
+drift of this shared machine hits each alike; the last line gives each
+rule's median over the first's.  The other arguments are batch sizes;
+``PASSES`` sets the passes per rule (default 11 at batch 1, else 5).
+Prints the median pass and each layer's median, in ms.  To compare two
+commits, run it alternately in fresh processes with ``PYTHONPATH`` set to
+each checkout.
+
+Beside other rules, ONNX Runtime's threads must not spin (they would take
+the cores from the next rule's pass), which slows it; for its own speed,
+give it alone and alternate processes:
+
+    for i in 1 2 3; do python benchmarks/network_sequence.py onnxruntime 1
+                       python benchmarks/network_sequence.py auto 1; done
 """
 
 import os
@@ -33,9 +45,46 @@ from numbaconv.bench import load_suite
 def algorithm(rule: str, layer) -> str:
     if rule == "indirect":
         return "indirect_gemm"
+    if rule == "blas1x1" and layer.kernel == 1:
+        return "gemm_1x1"
     if rule == "im2col" and layer.kernel > 1:
         return "im2col_gemm"
     return "auto"
+
+
+def onnxruntime_pass(data, spin: bool):
+    """A function running the layers as one ONNX Runtime session (NCHW), once."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    nodes, inputs, outputs, weights, feed = [], [], [], [], {}
+    for i, (layer, x, w, _) in enumerate(data):
+        if layout_of_data(x, layer) == "NHWC":
+            x, w = np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w.transpose(3, 2, 0, 1)
+        k, s, p = layer.kernel, layer.stride, layer.padding
+        nodes.append(helper.make_node("Conv", [f"x{i}", f"w{i}"], [f"y{i}"], kernel_shape=[k, k],
+                                      strides=[s, s], pads=[p] * 4, group=layer.groups))
+        inputs.append(helper.make_tensor_value_info(f"x{i}", onnx.TensorProto.FLOAT, x.shape))
+        outputs.append(helper.make_tensor_value_info(f"y{i}", onnx.TensorProto.FLOAT, None))
+        weights.append(numpy_helper.from_array(np.ascontiguousarray(w), f"w{i}"))
+        feed[f"x{i}"] = x
+    graph = helper.make_graph(nodes, "layers", inputs, outputs, initializer=weights)
+    model = helper.make_model_gen_version(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Beside other rules, its idle threads would spin on into their passes
+    # (numbaconv's took 1.5-3x as long), so then they sleep; that costs ONNX
+    # Runtime a fifth or more, so alone (the only rule) it spins as usual.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, feed)
+
+
+def layout_of_data(x, layer) -> str:
+    return "NCHW" if x.shape[1] == layer.c else "NHWC"
 
 
 def main(rules: list[str], batches: list[int], layout: str) -> None:
@@ -50,8 +99,14 @@ def main(rules: list[str], batches: list[int], layout: str) -> None:
         per = {rule: [[] for _ in data] for rule in rules}
         passes = {rule: [] for rule in rules}
 
-        def forward(rule, data=data, per=per, passes=passes):
+        peer = onnxruntime_pass(data, rules == ["onnxruntime"]) if "onnxruntime" in rules else None
+
+        def forward(rule, data=data, per=per, passes=passes, peer=peer):
             t0 = time.perf_counter()
+            if rule == "onnxruntime":
+                peer()
+                passes[rule].append(time.perf_counter() - t0)
+                return
             for i, (layer, x, w, packed) in enumerate(data):
                 t = time.perf_counter()
                 numbaconv.conv2d_with(x, packed if rule == "packed" else w,
@@ -71,7 +126,7 @@ def main(rules: list[str], batches: list[int], layout: str) -> None:
                 forward(rule)
         medians = {rule: statistics.median(passes[rule]) for rule in rules}
         for rule in rules:
-            layers = " ".join(f"{statistics.median(p) * 1e3:.2f}" for p in per[rule])
+            layers = " ".join(f"{statistics.median(p) * 1e3:.2f}" for p in per[rule] if p)
             print(f"{rule} {layout} N {n} {medians[rule] * 1e3:.1f} ms   {layers}", flush=True)
         if len(rules) > 1:
             ratios = ", ".join(f"{r} {medians[r] / medians[rules[0]]:.3f}" for r in rules[1:])

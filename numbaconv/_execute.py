@@ -346,6 +346,17 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
              plan.offsets, dims, kc, per, per_task)
 
 
+def run_pointwise_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray) -> None:
+    kernel = kernels.get("pointwise_gemm", "ANY", plan.dtype)
+    b, has_bias = _bias_arg(bias, x.dtype)
+    if plan.layout == "NHWC":  # C = x @ W: A is the input
+        a, bm = x, w
+    else:  # C = W @ x: A is the weight
+        a, bm = w, x
+    _threads.quiet_blas()  # (as run_indirect_gemm: no BLAS runs in here)
+    kernel(a.reshape(-1), bm.reshape(-1), b, has_bias, out.reshape(-1), plan.dims, *plan.tile)
+
+
 def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
                          out: np.ndarray) -> None:
     t = plan.tables
@@ -360,6 +371,7 @@ def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
             kernel(x, w, b, has_bias, out, t.htab, t.wtab)
 
 
-RUNNERS = {"gemm_1x1": run_gemm_1x1, "im2col_gemm": run_im2col_gemm,
+RUNNERS = {"gemm_1x1": run_gemm_1x1, "pointwise_gemm": run_pointwise_gemm,
+           "im2col_gemm": run_im2col_gemm,
            "packed_gemm": run_packed_gemm, "indirect_gemm": run_indirect_gemm,
            "direct_depthwise": run_direct_depthwise}

@@ -24,7 +24,8 @@ from ._args import Geometry, Layout, ceil_div
 from .kernels import gemm
 from .kernels.gemm import MR
 
-ALGORITHMS = ("gemm_1x1", "im2col_gemm", "indirect_gemm", "packed_gemm", "direct_depthwise")
+ALGORITHMS = ("gemm_1x1", "pointwise_gemm", "im2col_gemm", "indirect_gemm", "packed_gemm",
+              "direct_depthwise")
 
 
 # --------------------------------------------------------------------------
@@ -124,7 +125,8 @@ class Plan:
     ----------
     algorithm : str
         ``"gemm_1x1"`` (no im2col: a 1x1, stride-1, unpadded convolution is a
-        plain matrix product), ``"im2col_gemm"`` (gather, then GEMM),
+        plain matrix product, run by BLAS), ``"pointwise_gemm"`` (the same
+        product on Numba's own micro-kernel and threads), ``"im2col_gemm"`` (gather, then GEMM),
         ``"packed_gemm"`` (NCHW: im2col tiles packed per thread into cache
         and multiplied there by Numba's own register-tiled GEMM),
         ``"indirect_gemm"`` (no column matrix: the micro-kernel reads the
@@ -152,14 +154,17 @@ class Plan:
         Numba threads the kernels run on.
     tile : (kc, nc, mc) or None
         packed_gemm: column-matrix rows, output pixels and output channels
-        per task (see ``kernels.gemm.conv_nchw``).  indirect_gemm: (kc,
+        per task (see ``kernels.gemm.conv_nchw``).  pointwise_gemm: (kc,
+        panels of NR columns, tiles of MR rows) per task (see
+        ``kernels.pointwise``).  indirect_gemm: (kc,
         tiles of MR pixels, weight panels, whether the weight is packed once
         per call) per task (see ``kernels.gemm.conv_indirect``).
     offsets : int64 array or None
         indirect_gemm only: ``koff``, where each tap lies in the padded input.
     dims : int64 array or None
-        indirect_gemm only: the layout as data for one chunk of images
-        (``indirect_dims``).
+        indirect_gemm: the layout as data for one chunk of images
+        (``indirect_dims``); pointwise_gemm: the GEMMs' shapes and strides
+        (``pointwise_dims``).
     prepacked : bool
         indirect_gemm only: the weight's panels come ready from a
         ``PackedWeight`` (``pack_weight``) instead of being built per call.
@@ -203,6 +208,11 @@ class Plan:
             kc, nc, mc = self.tile
             how = (f"tiles of {kc} rows x {nc} pixels x {mc} channels packed per thread, "
                    "Numba micro-kernel")
+        elif self.tile and self.algorithm == "pointwise_gemm":
+            kc, pan, rb = self.tile
+            nr = kernels.panel_width(np.dtype(self.dtype))
+            how = (f"Numba micro-kernel, tasks of {rb * MR} rows x {pan * nr} columns, "
+                   f"K blocks of {kc}")
         elif self.tile:
             kc, mt, ob, _ = self.tile
             how = (f"no column matrix: Numba micro-kernel on the padded input, tasks of "
@@ -346,13 +356,68 @@ def indirect_offsets(g: Geometry, layout: str) -> np.ndarray:
     return np.ascontiguousarray(koff.reshape(-1), dtype=np.int64)
 
 
+def pointwise_dims(g: Geometry, layout: str) -> np.ndarray:
+    """``kernels.pointwise.gemm_pointwise``'s ``dims``: its GEMMs as data.
+
+    NCHW, per (image, group): C = out[n, g] (og x H*W) = W[g] (og x cg) @
+    x[n, g] (cg x H*W), the bias along C's rows.  NHWC, per group, all
+    images in one: C = out (N*H*W x og, rows O apart) = x (N*H*W x cg, rows
+    C apart) @ W (cg x og, rows O apart), the bias along C's columns.
+    """
+    hw = g.h * g.w
+    if layout == "NHWC":
+        return np.array((1, g.groups, g.n * hw, g.og, g.cg, 0, g.cg, g.c, 0, g.og, g.o,
+                         0, g.og, g.o, 0), dtype=np.int64)
+    return np.array((g.n, g.groups, g.og, hw, g.cg, 0, g.og * g.cg, g.cg, g.c * hw, g.cg * hw,
+                     hw, g.o * hw, g.og * hw, hw, 1), dtype=np.int64)
+
+
+def pointwise_tile(dims: np.ndarray, dtype: np.dtype, threads: int) -> tuple[int, int, int]:
+    """(kc, panels, row tiles) per task of pointwise_gemm.
+
+    K blocks of at most 256 (one panel, 16 KiB of float32, stays in L1
+    while the row tiles pass over it); at most 8 panels per task (the
+    packed block, 128 KiB, in L2); and rows of A at most 256 KiB per K block
+    (also L2).  Rows are split further only while there are fewer than four
+    tasks per thread, since every row block of a task packs its columns of
+    B again; and few tasks make whole rounds for the threads.
+    """
+    images, groups, m, n, k = (max(int(v), 1) for v in dims[:5])  # (no images: any tile)
+    kc = ceil_div(k, ceil_div(k, 256))
+    panels = ceil_div(n, gemm.panel_width(dtype))
+    pan = ceil_div(panels, ceil_div(panels, 8))
+    tiles = ceil_div(m, MR)
+    most = max(1, (256 << 10) // (MR * kc * dtype.itemsize))
+    outer = images * groups * ceil_div(panels, pan)
+    rows = min(tiles, max(ceil_div(tiles, most), ceil_div(4 * threads, outer)))
+    while outer * rows < 8 * threads and (outer * rows) % threads and rows < tiles:
+        rows += 1
+    return kc, pan, ceil_div(tiles, rows)
+
+
 # indirect_gemm needs at least this much work per call: it stops OpenBLAS's
 # threads first, and the next BLAS call pays ~0.1 ms or more to restart them.
 INDIRECT_MIN_FLOPS = 10**8
 
+# 1x1 layers below this much work run on Numba's threads (pointwise_gemm),
+# above it on OpenBLAS's (gemm_1x1).  Alone, OpenBLAS is faster: ResNet-50's
+# six 1x1 layers took pointwise_gemm 1.10-1.15x its time at batch 1 and
+# 1.04-1.14x at batch 8.  But a network switches pools at every 1x1 layer
+# (0.1 ms to stop OpenBLAS's spinning threads before the next Numba kernel,
+# 0.15-0.2 ms to start them again, and each pool's idle threads in the
+# other's way), and the 12 layers back to back took 0.76x the time with
+# pointwise_gemm at batch 1 NCHW, 0.88-0.94x at batch 8 (NHWC, which keeps
+# one BLAS layer: 0.97x and 1.04x).  Above a GFLOP the switch is small
+# beside the layer, and OpenBLAS's speed wins.
+POINTWISE_MAX_FLOPS = 10**9
+
 
 def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool = False) -> str:
     """The dispatcher's rule, in order of preference.
+
+    1x1, stride-1, unpadded layers are plain GEMMs: ``pointwise_gemm`` on
+    Numba's threads below ``POINTWISE_MAX_FLOPS`` (one thread pool across a
+    network), ``gemm_1x1`` on OpenBLAS above it.
 
     ``packed_gemm`` is not chosen automatically.  Layer by layer it took
     0.66-0.94x im2col_gemm's time on ResNet-50's 3x3 layers where im2col_gemm
@@ -388,7 +453,7 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
     if is_depthwise(g):
         return "direct_depthwise"
     if is_pointwise(g):
-        return "gemm_1x1"
+        return "pointwise_gemm" if g.flops < POINTWISE_MAX_FLOPS else "gemm_1x1"
     deep_ok = prepacked or g.cg * g.kh * g.kw <= 2304 or (
         layout == "NCHW" and (few_pixels(g, dtype) or small_images(g, dtype)))
     if deep_ok and g.flops >= INDIRECT_MIN_FLOPS and indirect_fits(g, dtype, prepacked):
@@ -501,9 +566,9 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
     elif algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm: expected 'auto' or one of {list(ALGORITHMS)}, got "
                          f"{algorithm!r}")
-    elif algorithm == "gemm_1x1" and not is_pointwise(g):
-        raise ValueError("algorithm: 'gemm_1x1' needs a 1x1 kernel, stride 1 and no padding, "
-                         f"got kernel {g.kh}x{g.kw}, stride {g.stride}, padding {g.pads}")
+    elif algorithm in ("gemm_1x1", "pointwise_gemm") and not is_pointwise(g):
+        raise ValueError(f"algorithm: {algorithm!r} needs a 1x1 kernel, stride 1 and no "
+                         f"padding, got kernel {g.kh}x{g.kw}, stride {g.stride}, padding {g.pads}")
     elif algorithm == "packed_gemm" and not packable(g, layout.name):
         raise ValueError(f"algorithm: 'packed_gemm' needs layout 'NCHW' and at least {MR} output "
                          f"channels per group, got layout {layout.name!r} with {g.og}")
@@ -520,6 +585,14 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
                     max_workspace_bytes=limit, threads=numba.get_num_threads(),
                     tables=IndexTables.build(g))
     threads = numba.get_num_threads()
+    if algorithm == "pointwise_gemm":
+        dims = pointwise_dims(g, layout.name)
+        images, groups, m, n, k = (int(v) for v in dims[:5])
+        return Plan(algorithm, layout=layout.name, dtype=dtype.name, geometry=g, gemm_m=m,
+                    gemm_n=n, gemm_k=k, gemm_calls=images * groups if g.n else 0,
+                    gemm_batched=False, batch_chunk=max(g.n, 1), row_chunk=g.p,
+                    workspace_bytes=0, max_workspace_bytes=limit, threads=threads,
+                    tile=pointwise_tile(dims, dtype, threads), dims=dims)
     if algorithm == "packed_gemm":
         kc, nc, mc = packed_tile(g, dtype, threads)
         return Plan(algorithm, layout=layout.name, dtype=dtype.name, geometry=g, gemm_m=g.og,

@@ -39,7 +39,7 @@ def test_bench_writes_csv_and_json(suite, tmp_path, capsys):
     rows = _csv_rows(out_csv)
     assert len(rows) == 3 * 2 * 2 * 2
     assert {r["check"] for r in rows} == {"ok"}
-    assert {r["algorithm"] for r in rows} == {"im2col_gemm", "gemm_1x1"}
+    assert {r["algorithm"] for r in rows} == {"im2col_gemm", "pointwise_gemm"}
     assert all(float(r["gflops"]) > 0 and float(r["vs_numpy"]) > 0 for r in rows)
     header = out_csv.read_text().splitlines()[:5]
     assert any(line.startswith("# cpu:") for line in header)
@@ -159,7 +159,7 @@ def test_explain_prints_the_plan(capsys):
     assert "im2col_gemm" in out and "64 x 784 x 576" in out and "workspace" in out
     assert main(["explain", "--input", "8,56,56,64", "--weight", "1,1,64,256", "--layout",
                  "NHWC", "--padding", "same"]) == 0
-    assert "gemm_1x1" in capsys.readouterr().out
+    assert "pointwise_gemm" in capsys.readouterr().out
 
 
 def test_info_and_module_entry_point():

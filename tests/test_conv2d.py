@@ -242,8 +242,9 @@ def test_explain_describes_the_plan():
     for word in ("im2col_gemm", "64 x 784 x 576", "workspace", "threads"):
         assert word in text
     pw = numbaconv.explain((8, 56, 56, 64), (1, 1, 64, 256), layout="NHWC")
-    assert pw.algorithm == "gemm_1x1" and pw.workspace_bytes == 0
+    assert pw.algorithm == "pointwise_gemm" and pw.workspace_bytes == 0
     assert (pw.gemm_m, pw.gemm_n, pw.gemm_k) == (8 * 56 * 56, 256, 64)
+    assert "Numba micro-kernel" in str(pw)
     forced = numbaconv.explain((8, 64, 56, 56), (64, 64, 1, 1), algorithm="im2col_gemm")
     assert forced.algorithm == "im2col_gemm"
     assert numbaconv.explain(np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))).dtype == "float64"
@@ -256,10 +257,11 @@ def test_nchw_batches_thin_gemms_and_1x1_layers_only_on_tiny_images():
     assert batched((8, 512, 14, 14), (512, 512, 3, 3), padding=1)  # 196 columns per image
     assert not batched((8, 64, 56, 56), (64, 64, 3, 3), padding=1, algorithm="im2col_gemm")
     # 1x1: batching copies the input first, which only pays below 128 pixels.
-    assert batched((8, 512, 7, 7), (2048, 512, 1, 1))
-    assert not batched((8, 1024, 14, 14), (256, 1024, 1, 1))
-    assert not batched((1, 512, 7, 7), (2048, 512, 1, 1))  # one image: nothing to batch
-    assert not batched((8, 7, 7, 512), (1, 1, 512, 2048), layout="NHWC")  # batch in M anyway
+    blas = dict(algorithm="gemm_1x1")
+    assert batched((8, 512, 7, 7), (2048, 512, 1, 1), **blas)
+    assert not batched((8, 1024, 14, 14), (256, 1024, 1, 1), **blas)
+    assert not batched((1, 512, 7, 7), (2048, 512, 1, 1), **blas)  # one image: nothing to batch
+    assert not batched((8, 7, 7, 512), (1, 1, 512, 2048), layout="NHWC", **blas)  # batch in M
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

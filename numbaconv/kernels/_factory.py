@@ -10,7 +10,7 @@ import numpy as np
 from numba import types
 
 from .. import _threads, config
-from . import col2im, direct, gemm, im2col
+from . import col2im, direct, gemm, im2col, pointwise
 
 # Python functions that the factory compiles; the key is (kind, layout).
 _PYFUNCS = {
@@ -23,6 +23,7 @@ _PYFUNCS = {
     ("pad", "NCHW"): gemm.pad_nchw,
     ("pad", "NHWC"): gemm.pad_nhwc,
     ("pack_panels", "ANY"): gemm.pack_panels,
+    ("pointwise_gemm", "ANY"): pointwise.gemm_pointwise,  # the layout is data (its ``dims``)
     ("depthwise", "NCHW"): direct.depthwise_nchw,
     ("depthwise", "NHWC"): direct.depthwise_nhwc,
     ("depthwise_grad_input", "NCHW"): direct.depthwise_grad_input_nchw,
@@ -48,6 +49,7 @@ _ARGS = {
     ("pad", "NCHW"): ("x_in", "x_out", "t1", "t1", "i", "i"),
     ("pad", "NHWC"): ("x_in", "x_out", "t1", "t1"),
     ("pack_panels", "ANY"): ("c1_in", "i", "i", "x_out"),
+    ("pointwise_gemm", "ANY"): ("c1_in", "c1_in", "c1_in", "i", "c1_out", "t1", "i", "i", "i"),
     ("depthwise", "NCHW"): ("x_in", "x_in", "c1_in", "i", "x_out", "t1", "t1", "i", "i", "i",
                             "i", "i"),
     ("depthwise", "NHWC"): ("x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2"),

@@ -1,0 +1,128 @@
+"""1x1 convolutions as plain GEMMs on the micro-kernel (algorithm "pointwise_gemm").
+
+A 1x1, stride-1, unpadded convolution is a matrix product with no gather:
+NCHW ``out[n] (O x HW) = W (O x C) @ x[n] (C x HW)``, NHWC
+``out (N*HW x O) = x (N*HW x C) @ W (C x O)``.  OpenBLAS runs it alone as
+fast (``gemm_1x1``), but its threads are a second pool beside Numba's: in a
+network, where 1x1 layers alternate with Numba kernels, each switch stops
+OpenBLAS's spinning threads (~0.1 ms) and the next GEMM starts them again
+(0.15-0.2 ms), and ResNet-50's 12 layers back to back at batch 1 took
+1.2-1.5x as long as on one pool (docs/performance.md).  Calling OpenBLAS
+single-threaded from each Numba worker instead does not work: NumPy's
+OpenBLAS ran two such calls at once no faster than one after the other.
+
+So this is a GEMM on Numba's threads: ``C = A @ B (+ bias)`` per (image,
+group), with A read in place (its rows are contiguous along K: the OIHW
+weight, or an NHWC image's pixels), B packed per task into panels of NR
+columns, one cache line per panel row (``kernels.gemm.microkernel``), and C
+written in place, MR rows x NR columns per register tile.
+"""
+
+import numpy as np
+from numba import prange
+
+from .gemm import MR, U, copy_line, microkernel
+
+
+def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
+    """C = A @ B (+ bias) for every (image, group) of a 1x1 convolution.
+
+    The layout is data, in ``dims`` (``_plan.pointwise_dims``): images,
+    groups, M, N, K; then A[i, k] = ``af[n*a_n + g*a_g + i*lda + k]``,
+    B[k, j] = ``bf[n*b_n + g*b_g + k*ldb + j]``, C[i, j] = ``cf[n*c_n + g*c_g
+    + i*ldc + j]``; last, 1 if the bias runs along C's rows (NCHW: rows are
+    output channels) or 0 along its columns (NHWC).
+
+    Tasks: (image and group, block of ``pan_blk`` panels of NR columns,
+    block of ``rb_blk`` register-tile rows of MR); each writes only its own
+    block of C.  Per K block of ``kc_blk``, a task packs its columns of B
+    row by row (each a run of B's row, read in order), then passes every
+    row tile over each panel while that panel (kc lines) stays in L1.
+    """
+    n_n, groups, m_n, n_cols, k_n = dims[0], dims[1], dims[2], dims[3], dims[4]
+    a_n, a_g, lda = dims[5], dims[6], dims[7]
+    b_n, b_g, ldb = dims[8], dims[9], dims[10]
+    c_n, c_g, ldc = dims[11], dims[12], dims[13]
+    bias_rows = dims[14] == 1
+    lg = 4 if cf.itemsize == 4 else 3
+    nr = 1 << lg
+    npan = (n_cols + nr - 1) >> lg
+    nrb = (m_n + MR - 1) // MR
+    npb = (npan + pan_blk - 1) // pan_blk
+    nrg = (nrb + rb_blk - 1) // rb_blk
+    for task in prange(n_n * groups * npb * nrg):
+        rg = task % nrg
+        rest = task // nrg
+        pb = rest % npb
+        rest = rest // npb
+        g = rest % groups
+        n = rest // groups
+        p0 = pb * pan_blk
+        p1 = min(npan, p0 + pan_blk)
+        i0 = rg * rb_blk * MR
+        i1 = min(m_n, i0 + rb_blk * MR)
+        j0 = p0 * nr
+        j1 = min(n_cols, p1 * nr)
+        a0 = n * a_n + g * a_g
+        b0 = n * b_n + g * b_g
+        c0 = n * c_n + g * c_g
+        bp = np.empty(pan_blk * kc_blk * nr, cf.dtype)
+        tile = np.empty(MR * nr, cf.dtype)
+        # A's rows when M < MR, zero-padded: the micro-kernel always reads MR.
+        few = np.zeros(MR * kc_blk if m_n < MR else 0, cf.dtype)
+        for i in range(i0, i1):  # start from the bias (or zero): the tiles add
+            d = c0 + i * ldc
+            if has_bias and bias_rows:
+                v = bias[g * m_n + i]
+                for j in range(j0, j1):
+                    cf[U(d + j)] = v
+            elif has_bias:
+                for j in range(j0, j1):
+                    cf[U(d + j)] = bias[U(g * n_cols + j)]
+            else:
+                for j in range(j0, j1):
+                    cf[U(d + j)] = 0
+        for pc in range(0, k_n, kc_blk):
+            kc = min(kc_blk, k_n - pc)
+            pst = kc * nr  # one packed panel
+            for k in range(kc):
+                s = b0 + (pc + k) * ldb
+                for p in range(p0, p1):
+                    j = p * nr
+                    cols = min(nr, n_cols - j)
+                    d = (p - p0) * pst + k * nr
+                    if cols == nr:
+                        copy_line(bf, s + j, bp, d)
+                    else:  # the last panel's missing columns are zeros
+                        for jj in range(cols):
+                            bp[U(d + jj)] = bf[U(s + j + jj)]
+                        for jj in range(cols, nr):
+                            bp[U(d + jj)] = 0
+            if m_n < MR:
+                for r in range(m_n):
+                    for k in range(kc):
+                        few[r * kc + k] = af[U(a0 + r * lda + pc + k)]
+            for p in range(p0, p1):
+                j = p * nr
+                cols = min(nr, n_cols - j)
+                bb = (p - p0) * pst
+                for i in range(i0, i1, MR):
+                    if i + MR <= i1 and cols == nr:
+                        microkernel(kc, af, a0 + i * lda + pc, lda, bp, bb, nr, cf,
+                                    c0 + i * ldc + j, ldc)
+                        continue
+                    # An edge tile: into a scratch tile, then only our rows and
+                    # columns are added.  Its rows overlap the tile before
+                    # (read-only on A), or come from ``few``.
+                    for e in range(MR * nr):
+                        tile[e] = 0
+                    ar = min(i, m_n - MR)
+                    if m_n < MR:
+                        ar = 0
+                        microkernel(kc, few, 0, kc, bp, bb, nr, tile, 0, nr)
+                    else:
+                        microkernel(kc, af, a0 + ar * lda + pc, lda, bp, bb, nr, tile, 0, nr)
+                    for r in range(i, min(i + MR, i1)):
+                        d = c0 + r * ldc + j
+                        for jj in range(cols):
+                            cf[U(d + jj)] += tile[(r - ar) * nr + jj]

@@ -1,0 +1,99 @@
+"""pointwise_gemm (kernels/pointwise.py): 1x1 convolutions on Numba's own GEMM.
+
+Checked against the float64 reference in NCHW and NHWC, both dtypes, with
+groups, bias, and sizes around the register tile (fewer than MR rows, fewer
+than NR columns, partial last tiles); then with the task sizes drawn too.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from checks import assert_clear_error
+from hypothesis import given
+from hypothesis import strategies as st
+from naive import assert_close, conv2d_ref, from_nhwc, to_hwio, to_nhwc
+from strategies import DTYPES, LAYOUTS
+
+import numbaconv
+from numbaconv._execute import RUNNERS
+from numbaconv._plan import POINTWISE_MAX_FLOPS
+
+
+@st.composite
+def pointwise_problems(draw):
+    groups = draw(st.integers(1, 3))
+    return dict(n=draw(st.integers(0, 3)), groups=groups, c=groups * draw(st.integers(1, 40)),
+                o=groups * draw(st.integers(1, 40)), h=draw(st.integers(1, 9)),
+                w=draw(st.integers(1, 9)))
+
+
+def _arrays(prob, dtype, layout, with_bias, seed):
+    """(x, w, b) in ``layout``, and the float64 reference (NCHW)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((prob["n"], prob["c"], prob["h"], prob["w"])).astype(dtype)
+    w = rng.standard_normal((prob["o"], prob["c"] // prob["groups"], 1, 1)).astype(dtype)
+    b = rng.standard_normal(prob["o"]).astype(dtype) if with_bias else None
+    ref = conv2d_ref(x, w, b, (1, 1), (0, 0, 0, 0), (1, 1), prob["groups"], "zeros")
+    if layout == "NHWC":
+        x, w = np.ascontiguousarray(to_nhwc(x)), np.ascontiguousarray(to_hwio(w))
+    return x, w, b, ref
+
+
+@given(prob=pointwise_problems(), dtype=st.sampled_from(DTYPES),
+       layout=st.sampled_from(LAYOUTS), with_bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_matches_reference(prob, dtype, layout, with_bias, seed):
+    x, w, b, ref = _arrays(prob, dtype, layout, with_bias, seed)
+    x0, w0 = x.copy(), w.copy()
+    y = numbaconv.conv2d_with(x, w, b, groups=prob["groups"], layout=layout,
+                              algorithm="pointwise_gemm")
+    assert y.dtype == dtype
+    assert_close(y if layout == "NCHW" else from_nhwc(y), ref, dtype)
+    np.testing.assert_array_equal(x, x0)  # A and B are read in place / packed: untouched
+    np.testing.assert_array_equal(w, w0)
+
+
+@given(prob=pointwise_problems(), dtype=st.sampled_from(DTYPES),
+       layout=st.sampled_from(LAYOUTS), data=st.data())
+def test_any_task_sizes_match_reference(prob, dtype, layout, data):
+    x, w, b, ref = _arrays(prob, dtype, layout, True, 0)
+    plan = numbaconv.explain(x, w, b, groups=prob["groups"], layout=layout,
+                             algorithm="pointwise_gemm")
+    tile = (data.draw(st.integers(1, plan.gemm_k), label="kc"),
+            data.draw(st.integers(1, 3), label="panels per task"),
+            data.draw(st.integers(1, 4), label="row tiles per task"))
+    y = np.full(ref.shape if layout == "NCHW" else to_nhwc(ref).shape, np.nan, dtype)
+    RUNNERS["pointwise_gemm"](dataclasses.replace(plan, tile=tile), x, w, b, y)
+    assert_close(y if layout == "NCHW" else from_nhwc(y), ref, dtype)
+
+
+def test_dispatcher_takes_it_below_a_gflop_and_blas_above():
+    # ResNet-50's 1x1 layers at batch 1 and 8 (0.03-0.8 GFLOP) stay on Numba's pool.
+    for n in (1, 8):
+        for shapes in (((n, 64, 56, 56), (256, 64, 1, 1)), ((n, 512, 7, 7), (2048, 512, 1, 1))):
+            assert numbaconv.explain(*shapes).algorithm == "pointwise_gemm"
+    big = numbaconv.explain((32, 64, 56, 56), (256, 64, 1, 1))
+    assert big.flops >= POINTWISE_MAX_FLOPS and big.algorithm == "gemm_1x1"
+    # Not a plain GEMM: strided or padded 1x1 layers gather as before.
+    assert numbaconv.explain((1, 64, 56, 56), (256, 64, 1, 1), stride=2).algorithm != (
+        "pointwise_gemm")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_tasks_fill_the_threads(layout):
+    # Batch 1, 7x7 pixels and 2048 channels: one block of columns, so the
+    # rows are split, into whole rounds for the threads.
+    x = (1, 512, 7, 7) if layout == "NCHW" else (1, 7, 7, 512)
+    w = (2048, 512, 1, 1) if layout == "NCHW" else (1, 1, 512, 2048)
+    plan = numbaconv.explain(x, w, layout=layout)
+    kc, panels, rows = plan.tile
+    nr = numbaconv.kernels.panel_width(np.float32)
+    tasks = -(-plan.gemm_n // (panels * nr)) * -(-plan.gemm_m // (rows * 6))
+    assert kc == 256 and tasks >= 4 * plan.threads and tasks % plan.threads == 0
+
+
+def test_forcing_it_on_a_layer_that_is_no_gemm_names_the_reason():
+    assert_clear_error(
+        lambda: numbaconv.conv2d_with(np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3)),
+                                      algorithm="pointwise_gemm"),
+        ValueError, ["algorithm", "pointwise_gemm", "1x1", "3x3"])
