@@ -405,11 +405,12 @@ INDIRECT_MIN_FLOPS = 10**8
 # 1.04-1.14x at batch 8.  But a network switches pools at every 1x1 layer
 # (0.1 ms to stop OpenBLAS's spinning threads before the next Numba kernel,
 # 0.15-0.2 ms to start them again, and each pool's idle threads in the
-# other's way), and the 12 layers back to back took 0.76x the time with
-# pointwise_gemm at batch 1 NCHW, 0.88-0.94x at batch 8 (NHWC, which keeps
-# one BLAS layer: 0.97x and 1.04x).  Above a GFLOP the switch is small
-# beside the layer, and OpenBLAS's speed wins.
-POINTWISE_MAX_FLOPS = 10**9
+# other's way): ResNet-50's 12 layers back to back at batch 1 (1x1 layers
+# of 0.03-0.1 GFLOP) took 0.76-0.84x the time with pointwise_gemm, NCHW,
+# and 0.84-0.97x NHWC (which keeps one BLAS layer).  At batch 8 (0.2-0.8
+# GFLOP) the switches are small beside the layers: 0.94-0.97x NCHW, 1.04x
+# NHWC, so there OpenBLAS's speed layer by layer decides.
+POINTWISE_MAX_FLOPS = 2 * 10**8
 
 
 def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool = False) -> str:
@@ -417,7 +418,7 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
 
     1x1, stride-1, unpadded layers are plain GEMMs: ``pointwise_gemm`` on
     Numba's threads below ``POINTWISE_MAX_FLOPS`` (one thread pool across a
-    network), ``gemm_1x1`` on OpenBLAS above it.
+    network of small layers), ``gemm_1x1`` on OpenBLAS above it.
 
     ``packed_gemm`` is not chosen automatically.  Layer by layer it took
     0.66-0.94x im2col_gemm's time on ResNet-50's 3x3 layers where im2col_gemm

@@ -159,6 +159,9 @@ def test_explain_prints_the_plan(capsys):
     assert "im2col_gemm" in out and "64 x 784 x 576" in out and "workspace" in out
     assert main(["explain", "--input", "8,56,56,64", "--weight", "1,1,64,256", "--layout",
                  "NHWC", "--padding", "same"]) == 0
+    assert "gemm_1x1" in capsys.readouterr().out
+    assert main(["explain", "--input", "1,56,56,64", "--weight", "1,1,64,256", "--layout",
+                 "NHWC"]) == 0
     assert "pointwise_gemm" in capsys.readouterr().out
 
 

@@ -242,9 +242,12 @@ def test_explain_describes_the_plan():
     for word in ("im2col_gemm", "64 x 784 x 576", "workspace", "threads"):
         assert word in text
     pw = numbaconv.explain((8, 56, 56, 64), (1, 1, 64, 256), layout="NHWC")
-    assert pw.algorithm == "pointwise_gemm" and pw.workspace_bytes == 0
+    assert pw.algorithm == "gemm_1x1" and pw.workspace_bytes == 0
     assert (pw.gemm_m, pw.gemm_n, pw.gemm_k) == (8 * 56 * 56, 256, 64)
-    assert "Numba micro-kernel" in str(pw)
+    own = numbaconv.explain((1, 56, 56, 64), (1, 1, 64, 256), layout="NHWC")
+    assert own.algorithm == "pointwise_gemm" and own.workspace_bytes == 0
+    assert (own.gemm_m, own.gemm_n, own.gemm_k) == (56 * 56, 256, 64)
+    assert "Numba micro-kernel" in str(own)
     forced = numbaconv.explain((8, 64, 56, 56), (64, 64, 1, 1), algorithm="im2col_gemm")
     assert forced.algorithm == "im2col_gemm"
     assert numbaconv.explain(np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))).dtype == "float64"
