@@ -353,8 +353,14 @@ def run_pointwise_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.n
         a, bm = x, w
     else:  # C = W @ x: A is the weight
         a, bm = w, x
-    _threads.quiet_blas()  # (as run_indirect_gemm: no BLAS runs in here)
-    kernel(a.reshape(-1), bm.reshape(-1), b, has_bias, out.reshape(-1), plan.dims, *plan.tile)
+    if not (out.flags.c_contiguous and x.flags.c_contiguous):  # pragma: no cover - a caller's bug
+        raise AssertionError("pointwise_gemm: x and out must be C-contiguous (reshaped below)")
+    # As in run_indirect_gemm: no BLAS runs in here, so OpenBLAS's idle
+    # threads are stopped; where they cannot be, small layers stay serial.
+    quiet = _threads.quiet_blas()
+    with contextlib.nullcontext() if quiet else serial_below(x.nbytes + out.nbytes):
+        kernel(a.reshape(-1), bm.reshape(-1), b, has_bias, out.reshape(-1), plan.dims,
+               *plan.tile)
 
 
 def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,

@@ -211,8 +211,8 @@ class Plan:
         elif self.tile and self.algorithm == "pointwise_gemm":
             kc, pan, rb = self.tile
             nr = kernels.panel_width(np.dtype(self.dtype))
-            how = (f"Numba micro-kernel, tasks of {rb * MR} rows x {pan * nr} columns, "
-                   f"K blocks of {kc}")
+            how = (f"Numba micro-kernel, tasks of {min(rb * MR, self.gemm_m)} rows x "
+                   f"{min(pan * nr, self.gemm_n)} columns, K blocks of {kc}")
         elif self.tile:
             kc, mt, ob, _ = self.tile
             how = (f"no column matrix: Numba micro-kernel on the padded input, tasks of "

@@ -164,8 +164,8 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 
     ``x`` and ``weight`` may be arrays or shapes.  With shapes, ``dtype``
     (default float32) gives the compute dtype.  ``algorithm`` forces one of
-    the dispatcher's algorithms (``"gemm_1x1"``, ``"im2col_gemm"``, ``"packed_gemm"``,
-    ``"indirect_gemm"``, ``"direct_depthwise"``).
+    the dispatcher's algorithms (``"gemm_1x1"``, ``"pointwise_gemm"``, ``"im2col_gemm"``,
+    ``"packed_gemm"``, ``"indirect_gemm"``, ``"direct_depthwise"``).
 
     Examples
     --------
