@@ -159,6 +159,27 @@ def test_inputs_are_never_modified():
     assert y.shape == x.shape
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("kind", ["conv", "transpose"])
+def test_eval_mode_gives_the_same_output_and_keeps_nothing(kind, layout):
+    make = numbaconv.Conv2d if kind == "conv" else numbaconv.ConvTranspose2d
+    layer = make(4, 6, 3, padding=1, layout=layout, rng=0)
+    shape = (2, 4, 7, 6) if layout == "NCHW" else (2, 7, 6, 4)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    trained = layer(x)
+    assert layer.training and layer._cache is not None
+    assert layer.eval() is layer and not layer.training
+    assert_close(layer(x), trained, np.float32)
+    assert layer._cache is None  # the training forward's input (or columns) let go
+    assert_clear_error(lambda: layer.backward(np.ones_like(trained)), ValueError,
+                       ["backward", "eval mode", "train()"])
+    assert layer(x[0]).shape == trained.shape[1:]  # unbatched too
+    assert layer.train() is layer and layer.training
+    layer(x)
+    assert layer.backward(np.ones_like(trained)).shape == x.shape
+    assert_clear_error(lambda: layer.train(1), TypeError, ["mode", "True or False", "1"])
+
+
 # --------------------------------------------------------------------------
 # Initialisation
 # --------------------------------------------------------------------------
