@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -787,6 +788,43 @@ def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float,
             if not same and row["check"] == "ok":
                 row["check"] = f"MISMATCH vs {peer}"
     return row
+
+
+def network_pass(configs: list[dict], repeat: int) -> Timing:
+    """numbaconv on a table's layers back to back, as a network's forward pass runs them.
+
+    A row repeats one layer; a network alternates them, so each layer
+    starts after a different kernel, and where the dispatcher mixes Numba's
+    kernels with OpenBLAS's GEMMs, the thread pools take turns: stopping
+    OpenBLAS's spinning threads before a Numba kernel and starting them on
+    the next GEMM cost ResNet-50 at batch 1 a quarter of its time before
+    ``pointwise_gemm`` (docs/performance.md).  Same inputs as
+    :func:`bench_one`'s (weights packed beforehand with ``prepack``); the
+    Timing of whole passes (``measure``).  For ONNX Runtime as one session,
+    see ``benchmarks/network_sequence.py``.
+
+    Examples
+    --------
+    >>> from numbaconv.bench import Layer, network_pass
+    >>> cfgs = [dict(layer=Layer(f"tiny{i}", 3, 8, 8, 4, k, padding=k // 2), batch=1,
+    ...              layout="NCHW", dtype="float32", threads=1, algorithm="auto")
+    ...         for i, k in enumerate((1, 3))]
+    >>> [y.shape for y in network_pass(cfgs, repeat=1).result]
+    [(1, 4, 8, 8), (1, 4, 8, 8)]
+    """
+    from . import _threads
+    from .conv import conv2d_with
+    from .packed import pack_weight
+
+    calls = []
+    with _threads.threads(configs[0]["threads"]):
+        for cfg in configs:
+            layer, layout = cfg["layer"], cfg["layout"]
+            x, w = _rng_arrays(layer, cfg["batch"], layout, cfg["dtype"])
+            ws = pack_weight(w, layer.groups, layout=layout) if cfg.get("prepack") else w
+            calls.append(functools.partial(conv2d_with, x, ws, layout=layout,
+                                           algorithm=cfg["algorithm"], **layer.conv_kwargs()))
+        return measure(lambda: [call() for call in calls], repeat)
 
 
 def _error_text(err: BaseException) -> str:

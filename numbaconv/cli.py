@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time numbaconv with each weight packed beforehand (pack_weight), as "
                         "ONNX Runtime packs its weights when it creates a session; the "
                         "packing is not timed")
+    b.add_argument("--network", action="store_true",
+                   help="also time each table's layers back to back, as a network's forward "
+                        "pass runs them (numbaconv only), against the sum of its rows")
     b.add_argument("--repeat", type=_positive_int, default=5,
                    help="timed calls per row, after one first call and 0.1 s of warm-up calls "
                         "(default: 5)")
@@ -430,7 +433,7 @@ def cmd_bench(args) -> int:
         if not appending:
             writer.writeheader()
             csv_file.flush()
-    rows, status = [], 0
+    rows, status, networks = [], 0, []
     progress = _Progress(len(configs), enabled=not args.quiet)
     workers = contextlib.ExitStack()
     try:
@@ -457,6 +460,10 @@ def cmd_bench(args) -> int:
                     csv_file.flush()  # an interrupted sweep keeps every finished row
                 progress.clear()
                 say(table.row(row))
+            if args.network:
+                progress.show(len(rows), f"network N={group[0]['batch']} {group[0]['layout']}")
+                networks.append(_network_row(group, rows[-len(group):], args.repeat))
+                progress.clear()
     except KeyboardInterrupt:
         progress.clear()
         print(f"\ninterrupted: {len(rows)} row(s) of this run kept", file=sys.stderr)
@@ -468,9 +475,14 @@ def cmd_bench(args) -> int:
     everything = earlier + rows
     if everything and not args.quiet:
         _print_totals(everything, peers)
+        for net in networks:
+            print(f"network N={net['batch']} {net['layout']} {net['dtype']} {net['threads']} thr: "
+                  f"numbaconv {net['median_ms']:.2f} ms for the {net['layers']} layers back to "
+                  f"back, {net['median_ms'] / net['rows_ms']:.2f}x the sum of their rows")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine, "columns": columns, "rows": everything}, f, indent=1)
+            json.dump({"machine": machine, "columns": columns, "rows": everything,
+                       "networks": networks}, f, indent=1)
     if plot_path and everything:
         bench.plot(everything, plot_path, sgemm, layers,
                    title=f"numbaconv bench --suite {os.path.basename(args.suite)}: "
@@ -502,6 +514,17 @@ def _isolated_times(group: list[dict], processes: dict, repeat: int) -> list[dic
     _threads.quiet_blas()
     timed = {p: [process.time(cfg, repeat) for cfg in group] for p, process in processes.items()}
     return [{p: times[j] for p, times in timed.items()} for j in range(len(group))]
+
+
+def _network_row(group: list[dict], rows: list[dict], repeat: int) -> dict:
+    """``bench --network``: one table's layers back to back (``bench.network_pass``)."""
+    from . import bench
+
+    t = bench.network_pass(group, repeat)
+    first = rows[0]
+    return {key: first[key] for key in ("batch", "layout", "dtype", "threads")} | {
+        "layers": len(rows), "median_ms": t.median * 1e3, "best_ms": t.best * 1e3,
+        "rows_ms": sum(r["median_ms"] for r in rows)}
 
 
 def _print_totals(rows: list[dict], peers: list[str]) -> None:

@@ -48,6 +48,19 @@ def test_bench_writes_csv_and_json(suite, tmp_path, capsys):
     assert "threading_layer" in data["machine"] and "blas" in data["machine"]
 
 
+def test_bench_network_times_each_table_back_to_back(suite, tmp_path, capsys):
+    out_json = tmp_path / "r.json"
+    assert main(["bench", "--suite", suite, "--batch", "1", "2", "--layout", "NHWC",
+                 "--compare", "--repeat", "1", "--network", "--prepack",
+                 "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "network N=1 NHWC float32" in out and "network N=2 NHWC float32" in out
+    assert "3 layers back to back" in out and "x the sum of their rows" in out
+    nets = json.loads(out_json.read_text())["networks"]
+    assert [(n["batch"], n["layers"]) for n in nets] == [(1, 3), (2, 3)]
+    assert all(n["median_ms"] > 0 and n["rows_ms"] > 0 for n in nets)
+
+
 def test_resume_skips_rows_already_written(suite, tmp_path, capsys):
     out_csv = tmp_path / "r.csv"
     args = ["bench", "--suite", suite, "--compare", "numpy", "--repeat", "1", "--csv",
