@@ -799,8 +799,9 @@ def network_pass(configs: list[dict], repeat: int) -> Timing:
     OpenBLAS's spinning threads before a Numba kernel and starting them on
     the next GEMM cost ResNet-50 at batch 1 a quarter of its time before
     ``pointwise_gemm`` (docs/performance.md).  Same inputs as
-    :func:`bench_one`'s (weights packed beforehand with ``prepack``); the
-    Timing of whole passes (``measure``).  For ONNX Runtime as one session,
+    :func:`bench_one`'s (weights packed beforehand with ``prepack``), so each
+    layer's input is not the previous layer's output and starts out of the
+    caches; the Timing of whole passes (``measure``).  For ONNX Runtime as one session,
     see ``benchmarks/network_sequence.py``.
 
     Examples
