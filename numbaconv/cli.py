@@ -397,6 +397,9 @@ def cmd_bench(args) -> int:
         earlier = _read_rows(args.csv, columns, {"isolate": args.isolate,
                                                  "prepack": args.prepack})
     done = {bench.row_key(r) for r in earlier}
+    tables: dict = {}  # --network: each table's layers, resumed ones included
+    for c in configs:
+        tables.setdefault(_network_key(c), []).append(c)
     configs = [c for c in configs if (c["layer"].name, c["batch"], c["layout"], c["dtype"],
                                       c["threads"], c["algorithm"]) not in done]
 
@@ -461,9 +464,11 @@ def cmd_bench(args) -> int:
                 progress.clear()
                 say(table.row(row))
             if args.network:
-                progress.show(len(rows), f"network N={group[0]['batch']} {group[0]['layout']}")
-                networks.append(_network_row(group, rows[-len(group):], args.repeat))
-                progress.clear()
+                networks.append(_network_row(tables.pop(_network_key(group[0])),
+                                             earlier + rows, args.repeat, progress, len(rows)))
+        for key in list(tables) if args.network else ():  # tables resumed whole
+            networks.append(_network_row(tables.pop(key), earlier + rows, args.repeat,
+                                         progress, len(rows)))
     except KeyboardInterrupt:
         progress.clear()
         print(f"\ninterrupted: {len(rows)} row(s) of this run kept", file=sys.stderr)
@@ -476,13 +481,14 @@ def cmd_bench(args) -> int:
     if everything and not args.quiet:
         _print_totals(everything, peers)
         for net in networks:
+            n = net["layers"]
             print(f"network N={net['batch']} {net['layout']} {net['dtype']} {net['threads']} thr: "
-                  f"numbaconv {net['median_ms']:.2f} ms for the {net['layers']} layers back to "
-                  f"back, {net['median_ms'] / net['rows_ms']:.2f}x the sum of their rows")
+                  f"numbaconv {net['median_ms']:.2f} ms for the {n} layer{'s' * (n != 1)} back "
+                  f"to back, {net['median_ms'] / net['rows_ms']:.2f}x the sum of their rows")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine, "columns": columns, "rows": everything,
-                       "networks": networks}, f, indent=1)
+            json.dump({"machine": machine, "columns": columns, "rows": everything}
+                      | ({"networks": networks} if args.network else {}), f, indent=1)
     if plot_path and everything:
         bench.plot(everything, plot_path, sgemm, layers,
                    title=f"numbaconv bench --suite {os.path.basename(args.suite)}: "
@@ -516,15 +522,30 @@ def _isolated_times(group: list[dict], processes: dict, repeat: int) -> list[dic
     return [{p: times[j] for p, times in timed.items()} for j in range(len(group))]
 
 
-def _network_row(group: list[dict], rows: list[dict], repeat: int) -> dict:
-    """``bench --network``: one table's layers back to back (``bench.network_pass``)."""
+def _network_key(row: dict) -> tuple:
+    """``_table_key`` of a configuration or a row, as read back from a CSV too."""
+    return int(row["batch"]), row["layout"], str(row["dtype"]), int(row["threads"])
+
+
+def _network_row(configs: list[dict], rows: list[dict], repeat: int, progress,
+                 done: int) -> dict:
+    """``bench --network``: one table's layers back to back (``bench.network_pass``).
+
+    ``configs``: all the table's layers, resumed ones too; ``rows``: every
+    row so far, of which the table's give the sum that the pass is set against.
+    """
     from . import bench
 
-    t = bench.network_pass(group, repeat)
-    first = rows[0]
-    return {key: first[key] for key in ("batch", "layout", "dtype", "threads")} | {
-        "layers": len(rows), "median_ms": t.median * 1e3, "best_ms": t.best * 1e3,
-        "rows_ms": sum(r["median_ms"] for r in rows)}
+    first = configs[0]
+    progress.show(done, f"network N={first['batch']} {first['layout']}")
+    t = bench.network_pass(configs, repeat)
+    progress.clear()
+    key = _network_key(first)
+    return {"batch": first["batch"], "layout": first["layout"],
+            "dtype": str(first["dtype"]), "threads": first["threads"],
+            "requested_algorithm": first["algorithm"], "prepack": bool(first.get("prepack")),
+            "layers": len(configs), "median_ms": t.median * 1e3, "best_ms": t.best * 1e3,
+            "rows_ms": sum(r["median_ms"] for r in rows if _network_key(r) == key)}
 
 
 def _print_totals(rows: list[dict], peers: list[str]) -> None:

@@ -226,7 +226,6 @@ class Conv2d(_Layer):
         if not self.training:  # (conv2d validates as below)
             y = conv2d(x4, self.weight, self.bias, layout=layout, **self._kwargs())
             return self._inference(y[0] if unbatched else y)
-        self._eval_forward = False
         g = _args.conv_geometry(x4.shape, self.weight.shape, layout, self.stride, self.padding,
                                 self.dilation, self.groups, self.padding_mode)
         dtype = _args.result_dtype(x, self.weight, self.bias)
@@ -243,6 +242,7 @@ class Conv2d(_Layer):
         # layout needs one): an activation-sized copy costs ~15% of a 1x1 layer.
         self._cache = (g, dtype, None if cols is not None else _args.contiguous(x4, dtype),
                        cols, unbatched)
+        self._eval_forward = False
         return y[0] if unbatched else y
 
     def _forward_keeping_columns(self, plan, x):
@@ -383,8 +383,8 @@ class ConvTranspose2d(_Layer):
         y = transpose_forward(prob, x4, self.weight, self.bias, dtype)
         if not self.training:
             return self._inference(y[0] if unbatched else y)
-        self._eval_forward = False
         self._cache = (prob, dtype, _args.contiguous(x4, dtype), unbatched)
+        self._eval_forward = False
         return y[0] if unbatched else y
 
     def backward(self, grad_out) -> np.ndarray:

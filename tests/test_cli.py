@@ -57,8 +57,29 @@ def test_bench_network_times_each_table_back_to_back(suite, tmp_path, capsys):
     assert "network N=1 NHWC float32" in out and "network N=2 NHWC float32" in out
     assert "3 layers back to back" in out and "x the sum of their rows" in out
     nets = json.loads(out_json.read_text())["networks"]
-    assert [(n["batch"], n["layers"]) for n in nets] == [(1, 3), (2, 3)]
+    assert [(n["batch"], n["layers"], n["prepack"]) for n in nets] == [(1, 3, True), (2, 3, True)]
     assert all(n["median_ms"] > 0 and n["rows_ms"] > 0 for n in nets)
+
+
+def test_bench_network_after_resume_covers_the_whole_table(suite, tmp_path, capsys):
+    out_csv, out_json = tmp_path / "r.csv", tmp_path / "r.json"
+    args = ["bench", "--suite", suite, "--batch", "1", "2", "--layout", "NCHW", "--compare",
+            "--repeat", "1", "--csv", str(out_csv)]
+    assert main(args) == 0
+    full = out_csv.read_text()
+    out_csv.write_text("".join(full.splitlines(keepends=True)[:-2]))  # N=2 partly done
+    capsys.readouterr()
+    assert main([*args, "--resume", "--network", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "network N=1 NCHW" in out and "network N=2 NCHW" in out  # N=1 was resumed whole
+    rows = _csv_rows(out_csv)
+    nets = json.loads(out_json.read_text())["networks"]
+    assert sorted(n["batch"] for n in nets) == [1, 2] and {n["layers"] for n in nets} == {3}
+    for n in nets:
+        table = [float(r["median_ms"]) for r in rows if int(r["batch"]) == n["batch"]]
+        assert n["rows_ms"] == pytest.approx(sum(table), rel=1e-4)
+    assert main([*args[:-2], "--json", str(out_json)]) == 0  # without --network: no key
+    assert "networks" not in json.loads(out_json.read_text())
 
 
 def test_resume_skips_rows_already_written(suite, tmp_path, capsys):
