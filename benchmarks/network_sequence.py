@@ -52,7 +52,7 @@ def algorithm(rule: str, layer) -> str:
     return "auto"
 
 
-def onnxruntime_pass(data, spin: bool):
+def onnxruntime_pass(data, layout: str, spin: bool):
     """A function running the layers as one ONNX Runtime session (NCHW), once."""
     import onnx
     import onnxruntime as ort
@@ -60,7 +60,7 @@ def onnxruntime_pass(data, spin: bool):
 
     nodes, inputs, outputs, weights, feed = [], [], [], [], {}
     for i, (layer, x, w, _) in enumerate(data):
-        if layout_of_data(x, layer) == "NHWC":
+        if layout == "NHWC":
             x, w = np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w.transpose(3, 2, 0, 1)
         k, s, p = layer.kernel, layer.stride, layer.padding
         nodes.append(helper.make_node("Conv", [f"x{i}", f"w{i}"], [f"y{i}"], kernel_shape=[k, k],
@@ -83,10 +83,6 @@ def onnxruntime_pass(data, spin: bool):
     return lambda: session.run(None, feed)
 
 
-def layout_of_data(x, layer) -> str:
-    return "NCHW" if x.shape[1] == layer.c else "NHWC"
-
-
 def main(rules: list[str], batches: list[int], layout: str) -> None:
     rng = np.random.default_rng(0)
     for n in batches:
@@ -99,7 +95,8 @@ def main(rules: list[str], batches: list[int], layout: str) -> None:
         per = {rule: [[] for _ in data] for rule in rules}
         passes = {rule: [] for rule in rules}
 
-        peer = onnxruntime_pass(data, rules == ["onnxruntime"]) if "onnxruntime" in rules else None
+        peer = (onnxruntime_pass(data, layout, spin=rules == ["onnxruntime"])
+                if "onnxruntime" in rules else None)
 
         def forward(rule, data=data, per=per, passes=passes, peer=peer):
             t0 = time.perf_counter()

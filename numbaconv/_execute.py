@@ -276,6 +276,25 @@ def run_packed_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndar
            t.wint, t.sh, t.sw, g.groups, kc, nc, mc)
 
 
+def _numba_only():
+    """Before Numba kernels with no BLAS call between them: how to launch each.
+
+    Stops OpenBLAS's idle, spinning threads (``_threads.quiet_blas``), so
+    the kernels get every core.  Returns ``serial_below`` when it cannot
+    (another Python thread exists): then small kernels stay on the calling
+    thread; else a no-op for any size.
+    """
+    if _threads.quiet_blas():
+        return lambda nbytes: contextlib.nullcontext()
+    return serial_below
+
+
+def _check_reshapable(algorithm: str, x: np.ndarray, out: np.ndarray) -> None:
+    """x and out must be C-contiguous: the runners reshape them, and a copy would lose writes."""
+    if not (out.flags.c_contiguous and x.flags.c_contiguous):  # pragma: no cover - a caller's bug
+        raise AssertionError(f"{algorithm}: x and out must be C-contiguous (reshaped)")
+
+
 _launches: dict[int, tuple] = {}  # id(plan) -> (plan, what run_indirect_gemm needs)
 
 
@@ -318,14 +337,13 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
     wf = w.reshape(-1)
     if plan.prepacked != (panels is not None):  # pragma: no cover - a caller's bug
         raise AssertionError("indirect_gemm: panels must come with a prepacked plan, only")
-    if not (out.flags.c_contiguous and x.flags.c_contiguous):  # pragma: no cover - ditto
-        raise AssertionError("indirect_gemm: x and out must be C-contiguous (reshaped below)")
+    _check_reshapable("indirect_gemm", x, out)
     wpk = buf[:nwp] if panels is None else panels.reshape(-1)
     # At any size: no BLAS runs from here to the last chunk.  With OpenBLAS's
     # threads stopped, the packing and padding kernels get both cores too.
-    quiet = _threads.quiet_blas()
+    launch = _numba_only()
     if prepack:
-        with contextlib.nullcontext() if quiet else serial_below(wpk.nbytes):
+        with launch(wpk.nbytes):
             pack(wf, plan.dims[10], plan.dims[11], wpk.reshape(pshape))
     b, has_bias = _bias_arg(bias, x.dtype)
     n_n, chunk = plan.geometry.n, plan.batch_chunk
@@ -336,7 +354,7 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
         if pad is not None:
             kernel, size, shape, tables = pad
             xp = buf[nwp : nwp + nb * size].reshape((nb, *shape))
-            with contextlib.nullcontext() if quiet else serial_below(xp.nbytes):
+            with launch(xp.nbytes):
                 kernel(x[n0 : n0 + nb], xp, *tables)
         dims = plan.dims
         if nb != chunk:
@@ -353,12 +371,8 @@ def run_pointwise_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.n
         a, bm = x, w
     else:  # C = W @ x: A is the weight
         a, bm = w, x
-    if not (out.flags.c_contiguous and x.flags.c_contiguous):  # pragma: no cover - a caller's bug
-        raise AssertionError("pointwise_gemm: x and out must be C-contiguous (reshaped below)")
-    # As in run_indirect_gemm: no BLAS runs in here, so OpenBLAS's idle
-    # threads are stopped; where they cannot be, small layers stay serial.
-    quiet = _threads.quiet_blas()
-    with contextlib.nullcontext() if quiet else serial_below(x.nbytes + out.nbytes):
+    _check_reshapable("pointwise_gemm", x, out)
+    with _numba_only()(x.nbytes + out.nbytes):  # no BLAS runs in here
         kernel(a.reshape(-1), bm.reshape(-1), b, has_bias, out.reshape(-1), plan.dims,
                *plan.tile)
 

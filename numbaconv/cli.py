@@ -399,7 +399,7 @@ def cmd_bench(args) -> int:
     done = {bench.row_key(r) for r in earlier}
     tables: dict = {}  # --network: each table's layers, resumed ones included
     for c in configs:
-        tables.setdefault(_network_key(c), []).append(c)
+        tables.setdefault(_table_key(c), []).append(c)
     configs = [c for c in configs if (c["layer"].name, c["batch"], c["layout"], c["dtype"],
                                       c["threads"], c["algorithm"]) not in done]
 
@@ -464,7 +464,7 @@ def cmd_bench(args) -> int:
                 progress.clear()
                 say(table.row(row))
             if args.network:
-                networks.append(_network_row(tables.pop(_network_key(group[0])),
+                networks.append(_network_row(tables.pop(_table_key(group[0])),
                                              earlier + rows, args.repeat, progress, len(rows)))
         for key in list(tables) if args.network else ():  # tables resumed whole
             networks.append(_network_row(tables.pop(key), earlier + rows, args.repeat,
@@ -522,11 +522,6 @@ def _isolated_times(group: list[dict], processes: dict, repeat: int) -> list[dic
     return [{p: times[j] for p, times in timed.items()} for j in range(len(group))]
 
 
-def _network_key(row: dict) -> tuple:
-    """``_table_key`` of a configuration or a row, as read back from a CSV too."""
-    return int(row["batch"]), row["layout"], str(row["dtype"]), int(row["threads"])
-
-
 def _network_row(configs: list[dict], rows: list[dict], repeat: int, progress,
                  done: int) -> dict:
     """``bench --network``: one table's layers back to back (``bench.network_pass``).
@@ -540,12 +535,12 @@ def _network_row(configs: list[dict], rows: list[dict], repeat: int, progress,
     progress.show(done, f"network N={first['batch']} {first['layout']}")
     t = bench.network_pass(configs, repeat)
     progress.clear()
-    key = _network_key(first)
+    key = _table_key(first)
     return {"batch": first["batch"], "layout": first["layout"],
-            "dtype": str(first["dtype"]), "threads": first["threads"],
+            "dtype": first["dtype"], "threads": first["threads"],
             "requested_algorithm": first["algorithm"], "prepack": bool(first.get("prepack")),
             "layers": len(configs), "median_ms": t.median * 1e3, "best_ms": t.best * 1e3,
-            "rows_ms": sum(r["median_ms"] for r in rows if _network_key(r) == key)}
+            "rows_ms": sum(r["median_ms"] for r in rows if _table_key(r) == key)}
 
 
 def _print_totals(rows: list[dict], peers: list[str]) -> None:
