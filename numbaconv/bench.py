@@ -41,7 +41,8 @@ import numpy as np
 from . import _args
 
 __all__ = [
-    "PEERS", "PEER_MODULES", "SUITES", "Layer", "PeerProcess", "PeerUnsupported", "Timing",
+    "ASKED_ONLY_PEERS", "PEERS", "PEER_MODULES", "SUITES", "Layer", "PeerProcess",
+    "PeerUnsupported", "Timing",
     "available_peers",
     "bench_one", "configurations", "load_suite", "machine_info", "measure", "numpy_conv2d",
     "plot", "row_key", "sgemm_gflops", "time_peer_isolated",
@@ -314,7 +315,8 @@ def _torch_peer(layer: Layer, x, w, layout: str, threads: int | None = None):
     return call
 
 
-def _onnxruntime_peer(layer: Layer, x, w, layout: str, threads: int | None = None):
+def _onnxruntime_peer(layer: Layer, x, w, layout: str, threads: int | None = None, *,
+                      nchwc: bool = True):
     """A one-node ONNX ``Conv`` model run by an ONNX Runtime CPU session.
 
     The model is built with the ``onnx`` helper API, the weight stored in it
@@ -325,6 +327,16 @@ def _onnxruntime_peer(layer: Layer, x, w, layout: str, threads: int | None = Non
     output back to NHWC (the weight is transposed once, outside the timing).
     ONNX Runtime's CPU ``Conv`` has no float64 kernel: float64 rows raise
     :class:`PeerUnsupported` and are reported as n/a.
+
+    With its default optimisations (``nchwc=True``, peer ``onnxruntime``), on
+    a CPU with AVX2 or better, ONNX Runtime rewrites the node as a direct
+    convolution on channel-blocked data (its ``NchwcTransformer``: the
+    weight reordered once, when the session is made; the input reordered
+    to NCHW8c and the output back inside each call).  ``nchwc=False``
+    (peer ``onnxruntime_gemm``) turns that one optimizer off, which leaves
+    its plain ``Conv``: im2col and MLAS's SGEMM, the same algorithm family
+    as numbaconv's, for telling the algorithm's share of a gap from the
+    implementation's.
     """
     import onnx
     import onnxruntime as ort
@@ -351,7 +363,8 @@ def _onnxruntime_peer(layer: Layer, x, w, layout: str, threads: int | None = Non
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only
     session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+                                   providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=[] if nchwc else ["NchwcTransformer"])
     if layout == "NCHW":
         return lambda: session.run(None, {"x": x})[0]
 
@@ -398,12 +411,18 @@ def _jax_peer(layer: Layer, x, w, layout: str, threads: int | None = None):
 # the output as a NumPy array; the setup raises PeerUnsupported for problems it cannot
 # run.  threads=None means numbaconv's current count (the row's, in bench_one); the
 # isolated worker, which has no Numba, passes the row's count.
-PEERS: dict[str, Callable] = {"numpy": _numpy_peer, "torch": _torch_peer,
-                              "onnxruntime": _onnxruntime_peer, "jax": _jax_peer}
+PEERS: dict[str, Callable] = {
+    "numpy": _numpy_peer, "torch": _torch_peer, "onnxruntime": _onnxruntime_peer,
+    "jax": _jax_peer,
+    "onnxruntime_gemm": functools.partial(_onnxruntime_peer, nchwc=False)}
 # name -> the modules it needs (all of them must be importable)
 PEER_MODULES: dict[str, tuple[str, ...]] = {"numpy": ("numpy",), "torch": ("torch",),
                                             "onnxruntime": ("onnxruntime", "onnx"),
-                                            "jax": ("jax", "jaxlib")}
+                                            "jax": ("jax", "jaxlib"),
+                                            "onnxruntime_gemm": ("onnxruntime", "onnx")}
+# Peers timed only when asked for by name (``--compare``): diagnostics, not
+# what a user of that library gets by default.
+ASKED_ONLY_PEERS = ("onnxruntime_gemm",)
 
 
 def available_peers() -> list[str]:
@@ -1107,7 +1126,7 @@ def time_peer_isolated(peer: str, configs: list[dict], repeat: int) -> list[dict
 # The plot
 # --------------------------------------------------------------------------
 _COLOURS = {"numbaconv": "#1f77b4", "numpy": "#7f7f7f", "torch": "#ff7f0e",
-            "onnxruntime": "#2ca02c", "jax": "#9467bd"}
+            "onnxruntime": "#2ca02c", "jax": "#9467bd", "onnxruntime_gemm": "#98df8a"}
 
 
 def _short_names(names: list[str]) -> dict[str, str]:

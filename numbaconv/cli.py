@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     import numba
 
     from ._plan import ALGORITHMS
-    from .bench import PEERS, SUITES
+    from .bench import ASKED_ONLY_PEERS, PEERS, SUITES
 
     parser = _Parser(prog="numbaconv",
                      description="Fast CPU 2-D convolution in Numba: benchmark sweeps, the "
@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "it applies to (default: auto)")
     b.add_argument("--compare", nargs="*", default=None, metavar="PEER",
                    help=f"any of {', '.join(PEERS)} (default: numpy plus whichever peers are "
-                        "installed); a peer that is not installed is skipped with a note")
+                        f"installed, but {', '.join(ASKED_ONLY_PEERS)} only when named: ONNX "
+                        "Runtime with its NCHWc rewrite off, i.e. its own im2col + GEMM); a "
+                        "peer that is not installed is skipped with a note")
     b.add_argument("--isolate", action="store_true",
                    help="time each peer in a fresh Python process of its own (one per peer "
                         "for the whole run, asked table by table just before numbaconv) instead "
@@ -304,9 +306,10 @@ def _check_output_path(path: str | None, option: str) -> None:
                             else f"no directory {folder}"))
 
 
-def _choose_peers(compare: list[str] | None, known, installed: list[str]) -> list[str]:
+def _choose_peers(compare: list[str] | None, known, installed: list[str],
+                  asked_only=()) -> list[str]:
     if compare is None:
-        return installed
+        return [p for p in installed if p not in asked_only]
     peers = []
     for peer in compare:
         if peer not in known:
@@ -384,7 +387,8 @@ def cmd_bench(args) -> int:
         print(f"note: --plot {plot_path}: matplotlib is not installed (pip install "
               f"'numbaconv[plot]'); going on without the plot", file=sys.stderr)
         plot_path = None
-    peers = _choose_peers(args.compare, list(bench.PEERS), bench.available_peers())
+    peers = _choose_peers(args.compare, list(bench.PEERS),
+                          bench.available_peers(), bench.ASKED_ONLY_PEERS)
     configs = _applicable(list(bench.configurations(layers, args.batch, args.layout, args.dtype,
                                                     args.threads, args.algorithm,
                                                     args.prepack)),

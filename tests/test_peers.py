@@ -64,8 +64,20 @@ def test_registry_is_consistent():
 
 
 @pytest.mark.skipif(not _installed("onnxruntime"), reason="onnxruntime is not installed")
-def test_onnxruntime_has_no_float64():
+@pytest.mark.parametrize("peer", ["onnxruntime", "onnxruntime_gemm"])
+def test_onnxruntime_has_no_float64(peer):
     layer = PROBLEMS[0]
     x, w = bench._rng_arrays(layer, 1, "NCHW", np.float64)
     with pytest.raises(bench.PeerUnsupported, match="float64"):
-        bench.PEERS["onnxruntime"](layer, x, w, "NCHW")
+        bench.PEERS[peer](layer, x, w, "NCHW")
+
+
+def test_asked_only_peers_are_left_out_by_default():
+    from numbaconv.cli import _choose_peers
+
+    installed = ["numpy", "onnxruntime", "onnxruntime_gemm"]
+    assert set(bench.ASKED_ONLY_PEERS) <= set(bench.PEERS)
+    assert _choose_peers(None, list(bench.PEERS), installed, bench.ASKED_ONLY_PEERS) == [
+        "numpy", "onnxruntime"]
+    assert _choose_peers(["onnxruntime_gemm"], list(bench.PEERS), installed,
+                         bench.ASKED_ONLY_PEERS) == ["onnxruntime_gemm"]

@@ -67,6 +67,20 @@ def test_any_task_sizes_match_reference(prob, dtype, layout, data):
     assert_close(y if layout == "NCHW" else from_nhwc(y), ref, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_width_of_last_panel_matches_reference(dtype):
+    # Up to half a panel, the last one runs as dot products (dot_rows), past
+    # it as a register tile: every remainder of columns, with rows below,
+    # at and past MR, and K with taps left over from the vector width.
+    nr = numbaconv.kernels.panel_width(dtype)
+    for cols in range(1, nr):
+        for o, c in ((3, 5), (6, 17), (13, 12)):
+            prob = dict(n=2, groups=1, c=c, o=o, h=1, w=2 * nr + cols)
+            x, w, b, ref = _arrays(prob, dtype, "NCHW", True, cols)
+            y = numbaconv.conv2d_with(x, w, b, algorithm="pointwise_gemm")
+            assert_close(y, ref, dtype)
+
+
 def test_dispatcher_takes_it_for_small_layers_and_blas_above():
     # ResNet-50's 1x1 layers at batch 1 (0.03-0.1 GFLOP) stay on Numba's pool,
     # at batch 8 (0.2-0.8 GFLOP) they go to OpenBLAS.

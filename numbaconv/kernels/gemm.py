@@ -138,6 +138,63 @@ def microkernel_indirect(typingctx, kc, a, rows, r0, koff, k0, b, b0, c, c0, ldc
     return types.void(kc, a, rows, r0, koff, k0, b, b0, c, c0, ldc), codegen
 
 
+@intrinsic
+def dot_rows(typingctx, kc, a, a0, lda, b, b0, c, c0, ldc):
+    """c[c0 + i*ldc] += sum_k a[a0 + i*lda + k] * b[b0 + k], i < MR: one column of a tile.
+
+    For a GEMM's last few columns (fewer than half a panel), where a whole
+    ``MR x NR`` register tile would be mostly padding: MR dot products along
+    K, VW lanes at a time (A's rows and B's column both contiguous in K),
+    then one horizontal sum each.  The ``kc % VW`` taps left over are summed
+    one by one.
+    """
+
+    def codegen(context, builder, sig, args):
+        k_n, a_arr, a_off, a_ld, b_arr, b_off, c_arr, c_off, c_ld = args
+        dtype = sig.args[1].dtype
+        vw = _vector_width(dtype)
+        item = np.dtype(str(dtype)).itemsize
+        scalar = context.get_value_type(dtype)
+        vec = ir.VectorType(scalar, vw)
+        vptr = vec.as_pointer()
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                             f"llvm.fma.v{vw}f{8 * item}")
+        pa = _data(context, builder, sig.args[1], a_arr, a_off)
+        pb = _data(context, builder, sig.args[4], b_arr, b_off)
+        rows = [builder.gep(pa, [builder.mul(a_ld, ir.Constant(i64, i))]) for i in range(MR)]
+        acc = [cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for _ in range(MR)]
+        whole = builder.udiv(k_n, ir.Constant(i64, vw))
+        with cgutils.for_range(builder, whole) as loop:
+            k = builder.mul(loop.index, ir.Constant(i64, vw))
+            bv = builder.load(builder.bitcast(builder.gep(pb, [k]), vptr), align=item)
+            for i in range(MR):
+                av = builder.load(builder.bitcast(builder.gep(rows[i], [k]), vptr), align=item)
+                builder.store(builder.call(fma, [av, bv, builder.load(acc[i])]), acc[i])
+        sums = []
+        for i in range(MR):
+            v = builder.load(acc[i])
+            s = builder.extract_element(v, ir.Constant(i32, 0))
+            for lane in range(1, vw):
+                s = builder.fadd(s, builder.extract_element(v, ir.Constant(i32, lane)))
+            sums.append(cgutils.alloca_once_value(builder, s))
+        done = builder.mul(whole, ir.Constant(i64, vw))
+        with cgutils.for_range(builder, builder.sub(k_n, done)) as loop:
+            k = builder.add(done, loop.index)
+            bk = builder.load(builder.gep(pb, [k]))
+            for i in range(MR):
+                prod = builder.fmul(builder.load(builder.gep(rows[i], [k])), bk)
+                builder.store(builder.fadd(builder.load(sums[i]), prod), sums[i])
+        pc = _data(context, builder, sig.args[6], c_arr, c_off)
+        for i in range(MR):
+            p = builder.gep(pc, [builder.mul(c_ld, ir.Constant(i64, i))])
+            builder.store(builder.fadd(builder.load(p), builder.load(sums[i])), p)
+        return context.get_dummy_value()
+
+    return types.void(kc, a, a0, lda, b, b0, c, c0, ldc), codegen
+
+
 # The shuffle network of ``transpose_block``: per stage, output i is
 # ``shuffle(v[a], v[b], mask)`` for row i = (a, b, mask); mask values >= VW
 # pick lanes of v[b].  8 lanes (float32): rows interleaved one lane at a
@@ -248,6 +305,10 @@ if numba.config.DISABLE_JIT:  # an intrinsic cannot run as Python: the same sums
                 for k in range(kc):
                     total += a[rows[r0 + i] + koff[k0 + k]] * b[b0 + k * nr + j]
                 c[c0 + i * ldc + j] += total
+
+    def dot_rows(kc, a, a0, lda, b, b0, c, c0, ldc):  # noqa: F811
+        for i in range(MR):
+            c[c0 + i * ldc] += np.dot(a[a0 + i * lda : a0 + i * lda + kc], b[b0 : b0 + kc])
 
     def transpose_block(src, s0, ld_s, dst, d0, ld_d):  # noqa: F811
         vw = 32 // src.itemsize

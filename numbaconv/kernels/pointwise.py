@@ -18,10 +18,26 @@ columns, one cache line per panel row (``kernels.gemm.microkernel``), and C
 written in place, MR rows x NR columns per register tile.
 """
 
+import numba
 import numpy as np
 from numba import prange
 
-from .gemm import MR, U, copy_line, microkernel
+from .gemm import MR, U, copy_line, dot_rows, microkernel
+
+
+@numba.njit(inline="always")
+def _tile(kc, a, a0, lda, bp, bb, bt, cols, tile):
+    """tile (MR x NR, zeroed) += A's MR rows from ``a0`` times the panel's ``cols`` columns.
+
+    A narrow panel (at most half full) is in ``bt``, column by column: dot
+    products; any other in ``bp`` at ``bb``: the register tile.
+    """
+    nr = tile.size // MR
+    if 2 * cols <= nr:
+        for jj in range(cols):
+            dot_rows(kc, a, a0, lda, bt, jj * kc, tile, jj, nr)
+    else:
+        microkernel(kc, a, a0, lda, bp, bb, nr, tile, 0, nr)
 
 
 def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
@@ -38,6 +54,11 @@ def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
     block of C.  Per K block of ``kc_blk``, a task packs its columns of B
     row by row (each a run of B's row, read in order), then passes every
     row tile over each panel while that panel (kc lines) stays in L1.
+
+    A last panel at most half full (a 7x7 image has 49 pixels: 3 panels and
+    one column) is packed column by column instead and run as dot products
+    (``dot_rows``), not as a register tile of mostly padding: on ResNet-50's
+    512 -> 2048 layer at batch 1, 0.79-0.80x of the time (1 and 2 threads).
     """
     n_n, groups, m_n, n_cols, k_n = dims[0], dims[1], dims[2], dims[3], dims[4]
     a_n, a_g, lda = dims[5], dims[6], dims[7]
@@ -68,6 +89,7 @@ def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
         c0 = n * c_n + g * c_g
         bp = np.empty(pan_blk * kc_blk * nr, cf.dtype)
         tile = np.empty(MR * nr, cf.dtype)
+        bt = np.empty((nr >> 1) * kc_blk, cf.dtype)  # a narrow last panel, by columns
         # A's rows when M < MR, zero-padded: the micro-kernel always reads MR.
         few = np.zeros(MR * kc_blk if m_n < MR else 0, cf.dtype)
         for i in range(i0, i1):  # start from the bias (or zero): the tiles add
@@ -93,6 +115,9 @@ def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
                     d = (p - p0) * pst + k * nr
                     if cols == nr:
                         copy_line(bf, s + j, bp, d)
+                    elif 2 * cols <= nr:  # a narrow last panel: column by column
+                        for jj in range(cols):
+                            bt[jj * kc + k] = bf[U(s + j + jj)]
                     else:  # the last panel's missing columns are zeros
                         for jj in range(cols):
                             bp[U(d + jj)] = bf[U(s + j + jj)]
@@ -111,6 +136,11 @@ def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
                         microkernel(kc, af, a0 + i * lda + pc, lda, bp, bb, nr, cf,
                                     c0 + i * ldc + j, ldc)
                         continue
+                    if i + MR <= i1 and 2 * cols <= nr:  # straight into C, column by column
+                        for jj in range(cols):
+                            dot_rows(kc, af, a0 + i * lda + pc, lda, bt, jj * kc, cf,
+                                     c0 + i * ldc + j + jj, ldc)
+                        continue
                     # An edge tile: into a scratch tile, then only our rows and
                     # columns are added.  Its rows overlap the tile before
                     # (read-only on A), or come from ``few``.
@@ -119,9 +149,9 @@ def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
                     ar = min(i, m_n - MR)
                     if m_n < MR:
                         ar = 0
-                        microkernel(kc, few, 0, kc, bp, bb, nr, tile, 0, nr)
+                        _tile(kc, few, 0, kc, bp, bb, bt, cols, tile)
                     else:
-                        microkernel(kc, af, a0 + ar * lda + pc, lda, bp, bb, nr, tile, 0, nr)
+                        _tile(kc, af, a0 + ar * lda + pc, lda, bp, bb, bt, cols, tile)
                     for r in range(i, min(i + MR, i1)):
                         d = c0 + r * ldc + j
                         for jj in range(cols):
