@@ -378,9 +378,10 @@ def pointwise_tile(dims: np.ndarray, dtype: np.dtype, threads: int) -> tuple[int
     K blocks of at most 256 (one panel, 16 KiB of float32, stays in L1
     while the row tiles pass over it); at most 8 panels per task (the
     packed block, 128 KiB, in L2); and rows of A at most 256 KiB per K block
-    (also L2).  Rows are split further only while there are fewer than four
-    tasks per thread, since every row block of a task packs its columns of
-    B again; and few tasks make whole rounds for the threads.
+    (also L2).  Below four tasks per thread, blocks of fewer panels (at
+    least 4) come first, and rows are split only while there are still too
+    few tasks, since every row block of a task packs its columns of B
+    again; and few tasks make whole rounds for the threads.
     """
     images, groups, m, n, k = (max(int(v), 1) for v in dims[:5])  # (no images: any tile)
     kc = ceil_div(k, ceil_div(k, 256))
@@ -388,6 +389,18 @@ def pointwise_tile(dims: np.ndarray, dtype: np.dtype, threads: int) -> tuple[int
     pan = ceil_div(panels, ceil_div(panels, 8))
     tiles = ceil_div(m, MR)
     most = max(1, (256 << 10) // (MR * kc * dtype.itemsize))
+    if images * groups * ceil_div(panels, pan) < 4 * threads:
+        # Fewer panels per task (down to 4) before splitting the rows, which
+        # packs B once per row block: 28x28 at batch 1 on 2 threads (49
+        # panels), 10 tasks of 5 panels took 0.88-1.01x (median 0.93x, seven
+        # runs of 11 rounds) the time of 14 of 7 panels and half the rows.
+        # With many K blocks (14x14, K = 1024) the rows must split anyway, to
+        # keep a task's A in L2.
+        for fewer in range(pan - 1, 3, -1):
+            blocks = images * groups * ceil_div(panels, fewer)
+            if blocks >= 4 * threads and blocks % threads == 0:
+                pan = fewer
+                break
     outer = images * groups * ceil_div(panels, pan)
     rows = min(tiles, max(ceil_div(tiles, most), ceil_div(4 * threads, outer)))
     while outer * rows < 8 * threads and (outer * rows) % threads and rows < tiles:

@@ -17,7 +17,7 @@ from strategies import DTYPES, LAYOUTS
 
 import numbaconv
 from numbaconv._execute import RUNNERS
-from numbaconv._plan import POINTWISE_MAX_FLOPS
+from numbaconv._plan import POINTWISE_MAX_FLOPS, pointwise_tile
 
 
 @st.composite
@@ -105,6 +105,19 @@ def test_tasks_fill_the_threads(layout):
     nr = numbaconv.kernels.panel_width(np.float32)
     tasks = -(-plan.gemm_n // (panels * nr)) * -(-plan.gemm_m // (rows * 6))
     assert kc == 256 and tasks >= 4 * plan.threads and tasks % plan.threads == 0
+
+
+def test_fewer_panels_per_task_before_splitting_rows():
+    # 28x28 pixels (49 panels) at batch 1: blocks of 5 panels make 10 tasks,
+    # a whole number of rounds for 2 threads, with every row in each task
+    # (a row split would pack each panel's B twice).
+    dims = np.array((1, 1, 128, 784, 512, 0, 512 * 128, 512, 512 * 784, 512 * 784, 784,
+                     128 * 784, 128 * 784, 784, 1), dtype=np.int64)
+    kc, panels, rows = pointwise_tile(dims, np.dtype(np.float32), 2)
+    assert (kc, panels) == (256, 5) and rows * 6 >= 128
+    # 14x14 with K = 1024 has 13 panels: too few, so its rows split.
+    dims[2:5] = (256, 196, 1024)
+    assert pointwise_tile(dims, np.dtype(np.float32), 2)[2] * 6 < 256
 
 
 def test_forcing_it_on_a_layer_that_is_no_gemm_names_the_reason():
