@@ -43,8 +43,9 @@ def _vector_width(dtype) -> int:
     return 32 // np.dtype(str(dtype)).itemsize  # one 256-bit AVX register
 
 
-def _tile_codegen(context, builder, dtype, a_rows, a_at, b_row, k_n, c_ptr, c_ld):
-    """LLVM IR of the MR x NR register tile, ``C += A @ B``.
+def _tile_codegen(context, builder, dtype, a_rows, a_at, b_row, k_n, c_ptr, c_ld,
+                  overwrite=False):
+    """LLVM IR of the MR x NR register tile, ``C += A @ B`` (``C = A @ B`` to overwrite).
 
     ``a_rows``: MR base pointers; ``a_at(row, k)``: pointer to A[i, k] from
     row i's base; ``b_row(k)``: pointer to row k of B.  The accumulators live
@@ -78,8 +79,10 @@ def _tile_codegen(context, builder, dtype, a_rows, a_at, b_row, k_n, c_ptr, c_ld
         crow = builder.gep(c_ptr, [builder.mul(c_ld, ir.Constant(i64, i))])
         for j in range(nv):
             p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, j * vw)]), vptr)
-            builder.store(builder.fadd(builder.load(p, align=item), builder.load(acc[i][j])),
-                          p, align=item)
+            v = builder.load(acc[i][j])
+            if not overwrite:
+                v = builder.fadd(builder.load(p, align=item), v)
+            builder.store(v, p, align=item)
 
 
 def _data(context, builder, ty, val, off):
@@ -87,23 +90,38 @@ def _data(context, builder, ty, val, off):
     return builder.gep(context.make_array(ty)(context, builder, val).data, [off])
 
 
-@intrinsic
-def microkernel(typingctx, kc, a, a0, lda, b, b0, ldb, c, c0, ldc):
-    """C[c0 + i*ldc + j] += sum_k a[a0 + i*lda + k] * b[b0 + k*ldb + j], i < MR, j < NR."""
-
+def _microkernel_codegen(overwrite: bool):
     def codegen(context, builder, sig, args):
         k_n, a_arr, a_off, a_ld, b_arr, b_off, b_ld, c_arr, c_off, c_ld = args
         i64 = ir.IntType(64)
         pa = _data(context, builder, sig.args[1], a_arr, a_off)
         pb = _data(context, builder, sig.args[4], b_arr, b_off)
         rows = [builder.gep(pa, [builder.mul(a_ld, ir.Constant(i64, i))]) for i in range(MR)]
-        _tile_codegen(context, builder, a.dtype, rows,
+        _tile_codegen(context, builder, sig.args[1].dtype, rows,
                       lambda k: (lambda row: builder.gep(row, [k])),
                       lambda k: builder.gep(pb, [builder.mul(k, b_ld)]), k_n,
-                      _data(context, builder, sig.args[7], c_arr, c_off), c_ld)
+                      _data(context, builder, sig.args[7], c_arr, c_off), c_ld, overwrite)
         return context.get_dummy_value()
 
-    return types.void(kc, a, a0, lda, b, b0, ldb, c, c0, ldc), codegen
+    return codegen
+
+
+@intrinsic
+def microkernel(typingctx, kc, a, a0, lda, b, b0, ldb, c, c0, ldc):
+    """C[c0 + i*ldc + j] += sum_k a[a0 + i*lda + k] * b[b0 + k*ldb + j], i < MR, j < NR."""
+    return types.void(kc, a, a0, lda, b, b0, ldb, c, c0, ldc), _microkernel_codegen(False)
+
+
+@intrinsic
+def microkernel_store(typingctx, kc, a, a0, lda, b, b0, ldb, c, c0, ldc):
+    """C[c0 + i*ldc + j] = sum_k a[a0 + i*lda + k] * b[b0 + k*ldb + j], i < MR, j < NR.
+
+    ``microkernel`` for a GEMM's first K block: C is written, not read, so
+    the output needs no zeroing pass first and each tile of C is stored
+    once (``pointwise_gemm`` on ResNet-50's 1x1 layers at batch 1: 0.81-0.90x
+    the time where K = 64 is one short block, level where K >= 512).
+    """
+    return types.void(kc, a, a0, lda, b, b0, ldb, c, c0, ldc), _microkernel_codegen(True)
 
 
 @intrinsic
@@ -296,6 +314,12 @@ if numba.config.DISABLE_JIT:  # an intrinsic cannot run as Python: the same sums
                 for k in range(kc):
                     total += a[a0 + i * lda + k] * b[b0 + k * ldb + j]
                 c[c0 + i * ldc + j] += total
+
+    def microkernel_store(kc, a, a0, lda, b, b0, ldb, c, c0, ldc):  # noqa: F811
+        for i in range(MR):
+            for j in range(LINE // c.itemsize):
+                c[c0 + i * ldc + j] = 0
+        microkernel(kc, a, a0, lda, b, b0, ldb, c, c0, ldc)
 
     def microkernel_indirect(kc, a, rows, r0, koff, k0, b, b0, c, c0, ldc):  # noqa: F811
         nr = LINE // c.itemsize
