@@ -17,7 +17,9 @@ from numbaconv import bench, conv2d, explain, pack_weight
 
 LAYERS = bench.load_suite("resnet50")
 # numbaconv-packed: the weight packed once beforehand (pack_weight), untimed,
-# as ONNX Runtime's session does with its weights.
+# as ONNX Runtime's session does with its weights.  Every installed peer,
+# onnxruntime_gemm too (ONNX Runtime's own im2col + GEMM, which the command
+# line times only when asked).
 IMPLS = ["numbaconv", "numbaconv-packed", *bench.available_peers()]
 
 
