@@ -79,6 +79,12 @@ def test_every_width_of_last_panel_matches_reference(dtype):
             x, w, b, ref = _arrays(prob, dtype, "NCHW", True, cols)
             y = numbaconv.conv2d_with(x, w, b, algorithm="pointwise_gemm")
             assert_close(y, ref, dtype)
+            # K blocks of 3: the first stores whole tiles, the rest add, and
+            # the dot products of a narrow panel add up across the blocks.
+            plan = numbaconv.explain(x, w, b, algorithm="pointwise_gemm")
+            y = np.full(ref.shape, np.nan, dtype)
+            RUNNERS["pointwise_gemm"](dataclasses.replace(plan, tile=(3, 2, 1)), x, w, b, y)
+            assert_close(y, ref, dtype)
 
 
 def test_dispatcher_takes_it_for_small_layers_and_blas_above():
