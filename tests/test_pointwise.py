@@ -117,12 +117,11 @@ def test_fewer_panels_per_task_before_splitting_rows():
     # 28x28 pixels (49 panels) at batch 1: blocks of 5 panels make 10 tasks,
     # a whole number of rounds for 2 threads, with every row in each task
     # (a row split would pack each panel's B twice).
-    dims = np.array((1, 1, 128, 784, 512, 0, 512 * 128, 512, 512 * 784, 512 * 784, 784,
-                     128 * 784, 128 * 784, 784, 1), dtype=np.int64)
+    dims = numbaconv.explain((1, 512, 28, 28), (128, 512, 1, 1)).dims
     kc, panels, rows = pointwise_tile(dims, np.dtype(np.float32), 2)
     assert (kc, panels) == (256, 5) and rows * 6 >= 128
     # 14x14 with K = 1024 has 13 panels: too few, so its rows split.
-    dims[2:5] = (256, 196, 1024)
+    dims = numbaconv.explain((1, 1024, 14, 14), (256, 1024, 1, 1)).dims
     assert pointwise_tile(dims, np.dtype(np.float32), 2)[2] * 6 < 256
 
 

@@ -194,6 +194,5 @@ def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
                         d = c0 + r * ldc + j
                         for jj in range(cols):
                             cf[U(d + jj)] += tile[(r - ar) * nr + jj]
-        if has_bias:
-            _bias_block(cf, bias, has_bias, bias_rows, g * m_n, g * n_cols, c0, ldc, i0, fr, j0,
-                        fj, True)
+        _bias_block(cf, bias, has_bias, bias_rows, g * m_n, g * n_cols, c0, ldc, i0, fr, j0, fj,
+                    True)  # (nothing to add without a bias)
