@@ -269,7 +269,7 @@ def _quiet_blas_before(plan: Plan) -> None:
 def run_packed_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray) -> None:
     g, t = plan.geometry, plan.tables
     kc, nc, mc = plan.tile
-    kernel = kernels.get("packed_gemm", plan.layout, plan.dtype)
+    kernel = kernels.get("packed_gemm", plan.layout, plan.dtype, plan.isa)
     b, has_bias = _bias_arg(bias, x.dtype)
     _quiet_blas_before(plan)
     kernel(x, _view(w, (g.o, g.cg * g.kh * g.kw)), b, has_bias, out, t.htab, t.wtab, t.hint,
@@ -310,9 +310,9 @@ def _indirect_launch(plan: Plan) -> tuple:
     if hit is not None and hit[0] is plan:
         return hit[1]
     g, t = plan.geometry, plan.tables
-    pshape = panel_shape(g.groups, g.og, g.cg * g.kh * g.kw, np.dtype(plan.dtype))
+    pshape = panel_shape(g.groups, g.og, g.cg * g.kh * g.kw, np.dtype(plan.dtype), plan.isa)
     nwp = math.prod(pshape) if plan.tile[3] else 0
-    pack = kernels.get("pack_panels", "ANY", plan.dtype)
+    pack = kernels.get("pack_panels", "ANY", plan.dtype, plan.isa)
     padded = indirect_padded(g)
     pad = None
     if padded:  # else x is read in place
@@ -321,7 +321,7 @@ def _indirect_launch(plan: Plan) -> tuple:
             (g.pads[2], g.pads[2] + g.w) if plan.layout == "NCHW" else ())
         pad = (kernels.get("pad", plan.layout, plan.dtype), hp * wp * g.c,
                (hp, wp, g.c) if plan.layout == "NHWC" else (g.c, hp, wp), pad_args)
-    launch = (pshape, nwp, pack, pad, kernels.get("indirect_gemm", "ANY", plan.dtype))
+    launch = (pshape, nwp, pack, pad, kernels.get("indirect_gemm", "ANY", plan.dtype, plan.isa))
     if len(_launches) >= 256:
         _launches.clear()
     _launches[id(plan)] = (plan, launch)  # the plan kept alive, so its id stays its own
@@ -365,7 +365,7 @@ def run_indirect_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.nd
 
 
 def run_pointwise_gemm(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray) -> None:
-    kernel = kernels.get("pointwise_gemm", "ANY", plan.dtype)
+    kernel = kernels.get("pointwise_gemm", "ANY", plan.dtype, plan.isa)
     b, has_bias = _bias_arg(bias, x.dtype)
     if plan.layout == "NHWC":  # C = x @ W: A is the input
         a, bm = x, w
@@ -391,7 +391,24 @@ def run_direct_depthwise(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
             kernel(x, w, b, has_bias, out, t.htab, t.wtab)
 
 
-RUNNERS = {"gemm_1x1": run_gemm_1x1, "pointwise_gemm": run_pointwise_gemm,
-           "im2col_gemm": run_im2col_gemm,
-           "packed_gemm": run_packed_gemm, "indirect_gemm": run_indirect_gemm,
-           "direct_depthwise": run_direct_depthwise}
+def quiet_fp(func):
+    """Run ``func`` without NumPy's floating-point warnings.
+
+    A NaN or inf in the input gives NaN or inf in the output, as a direct
+    convolution does; it must not also raise ``RuntimeWarning: invalid value
+    encountered in matmul`` from the GEMMs inside (``np.errstate`` is per
+    thread, so concurrent callers keep their own settings).
+    """
+
+    @functools.wraps(func)
+    def quiet(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return func(*args, **kwargs)
+
+    return quiet
+
+
+RUNNERS = {name: quiet_fp(run) for name, run in (
+    ("gemm_1x1", run_gemm_1x1), ("pointwise_gemm", run_pointwise_gemm),
+    ("im2col_gemm", run_im2col_gemm), ("packed_gemm", run_packed_gemm),
+    ("indirect_gemm", run_indirect_gemm), ("direct_depthwise", run_direct_depthwise))}

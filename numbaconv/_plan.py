@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from . import config, kernels
+from . import config, kernels, machine
 from ._args import Geometry, Layout, ceil_div
-from .kernels import gemm
-from .kernels.gemm import MR
+from .machine import RegisterTile
 
 ALGORITHMS = ("gemm_1x1", "pointwise_gemm", "im2col_gemm", "indirect_gemm", "packed_gemm",
               "direct_depthwise")
+TILED = ("pointwise_gemm", "indirect_gemm", "packed_gemm")  # run on the register tile
 
 
 # --------------------------------------------------------------------------
@@ -154,11 +154,11 @@ class Plan:
         Numba threads the kernels run on.
     tile : (kc, nc, mc) or None
         packed_gemm: column-matrix rows, output pixels and output channels
-        per task (see ``kernels.gemm.conv_nchw``).  pointwise_gemm: (kc,
+        per task (see ``kernels.packed_gemm.conv_nchw``).  pointwise_gemm: (kc,
         panels of NR columns, tiles of MR rows) per task (see
         ``kernels.pointwise``).  indirect_gemm: (kc,
         tiles of MR pixels, weight panels, whether the weight is packed once
-        per call) per task (see ``kernels.gemm.conv_indirect``).
+        per call) per task (see ``kernels.indirect_gemm.conv_indirect``).
     offsets : int64 array or None
         indirect_gemm only: ``koff``, where each tap lies in the padded input.
     dims : int64 array or None
@@ -168,6 +168,8 @@ class Plan:
     prepacked : bool
         indirect_gemm only: the weight's panels come ready from a
         ``PackedWeight`` (``pack_weight``) instead of being built per call.
+    isa : str
+        The ISA variant whose register tile the kernels use (``machine``).
     """
 
     algorithm: str
@@ -189,6 +191,11 @@ class Plan:
     offsets: np.ndarray | None = field(default=None, repr=False, compare=False)
     dims: np.ndarray | None = field(default=None, repr=False, compare=False)
     prepacked: bool = False
+    isa: str = field(default_factory=machine.variant)
+
+    @property
+    def register_tile(self) -> RegisterTile:
+        return machine.register_tile(self.isa, self.dtype)
 
     @property
     def chunks(self) -> int:
@@ -210,13 +217,13 @@ class Plan:
                    "Numba micro-kernel")
         elif self.tile and self.algorithm == "pointwise_gemm":
             kc, pan, rb = self.tile
-            nr = kernels.panel_width(np.dtype(self.dtype))
-            how = (f"Numba micro-kernel, tasks of {min(rb * MR, self.gemm_m)} rows x "
-                   f"{min(pan * nr, self.gemm_n)} columns, K blocks of {kc}")
+            rt = self.register_tile
+            how = (f"Numba micro-kernel, tasks of {min(rb * rt.mr, self.gemm_m)} rows x "
+                   f"{min(pan * rt.nr, self.gemm_n)} columns, K blocks of {kc}")
         elif self.tile:
             kc, mt, ob, _ = self.tile
             how = (f"no column matrix: Numba micro-kernel on the padded input, tasks of "
-                   f"{mt * MR} pixels x {ob} weight panel(s), K blocks of {kc}"
+                   f"{mt * self.register_tile.mr} pixels x {ob} weight panel(s), K blocks of {kc}"
                    + (", weight packed beforehand" if self.prepacked else ""))
         gemm = (f"  GEMM   M x N x K = {self.gemm_m} x {self.gemm_n} x {self.gemm_k}, "
                 f"{self.gemm_calls} call(s), {how}" if self.gemm_calls else
@@ -233,6 +240,8 @@ class Plan:
             f"  workspace {_mib(self.workspace_bytes)} (limit "
             f"{_mib(self.max_workspace_bytes)}), threads {self.threads}",
         ]
+        if self.algorithm in TILED:
+            lines.append(f"  tile   {self.register_tile}")
         return "\n".join(lines)
 
 
@@ -260,9 +269,14 @@ def is_depthwise(g: Geometry) -> bool:
     return g.groups == g.c > 1
 
 
-def packable(g: Geometry, layout: str) -> bool:
+def register_tile(dtype, isa: str | None = None) -> RegisterTile:
+    """The register tile of ``isa`` (default: the variant in use) for ``dtype``."""
+    return machine.register_tile(isa or machine.variant(), np.dtype(dtype))
+
+
+def packable(g: Geometry, layout: str, dtype) -> bool:
     """packed_gemm's conditions: NCHW, and at least one register tile of output channels."""
-    return layout == "NCHW" and g.og >= MR
+    return layout == "NCHW" and g.og >= register_tile(dtype).mr
 
 
 def gemm_batched(g: Geometry, layout: str) -> bool:
@@ -295,9 +309,10 @@ def indirect_padded(g: Geometry) -> tuple[int, int] | None:
     return None if g.pads == (0, 0, 0, 0) else (g.h + pt + pb, g.w + pl + pr)
 
 
-def panel_shape(groups: int, og: int, k: int, dtype: np.dtype) -> tuple[int, int, int, int]:
+def panel_shape(groups: int, og: int, k: int, dtype: np.dtype,
+                isa: str | None = None) -> tuple[int, int, int, int]:
     """The weight as indirect_gemm's panels: (groups, panels of NR channels, K, NR)."""
-    nr = gemm.panel_width(dtype)
+    nr = register_tile(dtype, isa).nr
     return groups, ceil_div(og, nr), k, nr
 
 
@@ -317,7 +332,7 @@ def _indirect_bytes(g: Geometry, dtype: np.dtype, images: int, panels: bool = Tr
 
 
 def indirect_dims(g: Geometry, layout: str, images: int) -> np.ndarray:
-    """``kernels.gemm.conv_indirect``'s ``dims``: the layout as data.
+    """``kernels.indirect_gemm.conv_indirect``'s ``dims``: the layout as data.
 
     The padded input's strides (per image, group, output row and column),
     the weight's (per tap and output channel, OIHW read as (O, K), HWIO as
@@ -372,23 +387,26 @@ def pointwise_dims(g: Geometry, layout: str) -> np.ndarray:
                      hw, g.o * hw, g.og * hw, hw, 1), dtype=np.int64)
 
 
-def pointwise_tile(dims: np.ndarray, dtype: np.dtype, threads: int) -> tuple[int, int, int]:
+def pointwise_tile(dims: np.ndarray, dtype: np.dtype, threads: int,
+                   rt: RegisterTile | None = None) -> tuple[int, int, int]:
     """(kc, panels, row tiles) per task of pointwise_gemm.
 
-    K blocks of at most 256 (one panel, 16 KiB of float32, stays in L1
-    while the row tiles pass over it); at most 8 panels per task (the
-    packed block, 128 KiB, in L2); and rows of A at most 256 KiB per K block
-    (also L2).  Below four tasks per thread, blocks of fewer panels (at
-    least 4) come first, and rows are split only while there are still too
-    few tasks, since every row block of a task packs its columns of B
-    again; and few tasks make whole rounds for the threads.
+    K blocks of at most ``kc`` of the machine context (one panel fills half
+    of L1 while the row tiles pass over it); panels per task up to a quarter
+    of L2 (the packed block); and rows of A at most half of L2 per K block.
+    Below four tasks per thread, blocks of fewer panels (at least 4) come
+    first, and rows are split only while there are still too few tasks,
+    since every row block of a task packs its columns of B again; and few
+    tasks make whole rounds for the threads.
     """
     images, groups, m, n, k = (max(int(v), 1) for v in dims[:5])  # (no images: any tile)
-    kc = ceil_div(k, ceil_div(k, 256))
-    panels = ceil_div(n, gemm.panel_width(dtype))
-    pan = ceil_div(panels, ceil_div(panels, 8))
-    tiles = ceil_div(m, MR)
-    most = max(1, (256 << 10) // (MR * kc * dtype.itemsize))
+    rt = rt or register_tile(dtype)
+    cb = machine.blocks(rt)
+    kc = ceil_div(k, ceil_div(k, cb.kc))
+    panels = ceil_div(n, rt.nr)
+    pan = ceil_div(panels, ceil_div(panels, max(1, cb.l2_share // (kc * rt.nr * dtype.itemsize))))
+    tiles = ceil_div(m, rt.mr)
+    most = max(1, cb.l2_half // (rt.mr * kc * dtype.itemsize))
     if images * groups * ceil_div(panels, pan) < 4 * threads:
         # Fewer panels per task (down to 4) before splitting the rows, which
         # packs B once per row block: 28x28 at batch 1 on 2 threads (49
@@ -475,18 +493,22 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
     return "im2col_gemm"
 
 
-ONE_BLOCK_TILES = 64  # indirect_gemm: up to this many register tiles make one block
+# indirect_gemm's tasks, in output pixels: up to ONE_BLOCK_PIXELS make one
+# block of tiles, else blocks of at most TASK_PIXELS (whole register tiles).
+ONE_BLOCK_PIXELS = 384
+TASK_PIXELS = 192
 
 
-def indirect_tiles(g: Geometry, images: int) -> int:
-    """indirect_gemm's register tiles (MR output pixels each) over ``images`` images."""
-    return ceil_div(max(images, 1) * g.p * g.q, MR)
+def indirect_tiles(g: Geometry, images: int, mr: int) -> int:
+    """indirect_gemm's register tiles (``mr`` output pixels each) over ``images`` images."""
+    return ceil_div(max(images, 1) * g.p * g.q, mr)
 
 
 def few_pixels(g: Geometry, dtype: np.dtype) -> bool:
     """Whether a call's output pixels make one block of indirect_gemm tiles (in bytes:
-    64 float32 tiles, 32 float64)."""
-    return indirect_tiles(g, g.n) * dtype.itemsize <= ONE_BLOCK_TILES * 4
+    384 float32 pixels, 192 float64)."""
+    mr = register_tile(dtype).mr
+    return indirect_tiles(g, g.n, mr) * mr * dtype.itemsize <= ONE_BLOCK_PIXELS * 4
 
 
 def small_images(g: Geometry, dtype: np.dtype) -> bool:
@@ -498,29 +520,31 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
                   prepacked: bool = False, layout: str = "NCHW") -> tuple[int, int, int, bool]:
     """(kc, tiles per task, weight panels per task, pack the weight once) of indirect_gemm.
 
-    kc: K blocks of at most 256 (one block of MR pixels' A and one weight
-    panel stay in L1), 128 in strided NCHW layers: a strided task's tiles
-    span stride times the input rows.  (ResNet-50's stride-2 3x3 layer, K =
-    1152: 0.95-1.0x of the time with blocks of 128 rather than 231, batch
-    1 and 8, 1 and 2 threads; its stem, K = 147 in two blocks, 0.98-1.0x;
-    NHWC 0.99-1.03x, so NHWC keeps 256.)  Tiles: at most 32 (192 pixels) per task, in even
-    blocks, a multiple of the thread count when there are few; but up to 64
-    tiles (384 pixels) make a single block.  When that
-    leaves fewer than four tasks per thread (small images, a deep layer at
-    batch 1), the weight panels are split across tasks too, so that each
-    panel is still read by few tasks; and each task's scratch block stays
-    within 128 KiB (L2).  The weight is packed
-    once per call only when more than two tasks read each panel; otherwise
-    each task packs its own panels from the caller's weight; and never when
-    a ``PackedWeight`` brings them (``prepacked``).
+    kc: K blocks of at most the machine context's ``kc`` (one block of MR
+    pixels' A and one weight panel stay in L1), half that in strided NCHW
+    layers: a strided task's tiles span stride times the input rows.
+    (ResNet-50's stride-2 3x3 layer, K = 1152, AVX2: 0.95-1.0x of the time
+    with blocks of 128 rather than 231; NHWC 0.99-1.03x, so NHWC keeps the
+    whole block.)  Tiles: at most ``TASK_PIXELS`` pixels per task, in even
+    blocks, a multiple of the thread count when there are few; but up to
+    ``ONE_BLOCK_PIXELS`` make a single block.  When that leaves fewer than
+    four tasks per thread (small images, a deep layer at batch 1), the
+    weight panels are split across tasks too, so that each panel is still
+    read by few tasks; and each task's scratch block stays within a quarter
+    of L2.  The weight is packed once per call only when more than two
+    tasks read each panel; otherwise each task packs its own panels from the
+    caller's weight; and never when a ``PackedWeight`` brings them
+    (``prepacked``).
     """
     k = g.cg * g.kh * g.kw
-    kc_max = 128 if layout == "NCHW" and g.stride[0] > 1 else 256
+    rt = register_tile(dtype)
+    cb = machine.blocks(rt)
+    kc_max = cb.kc // 2 if layout == "NCHW" and g.stride[0] > 1 else cb.kc
     kc = ceil_div(k, ceil_div(k, kc_max))  # even blocks
-    nr = gemm.panel_width(dtype)
-    tiles = indirect_tiles(g, images)
-    blocks = ceil_div(tiles, 32)
-    if tiles <= ONE_BLOCK_TILES:
+    nr, mr = rt.nr, rt.mr
+    tiles = indirect_tiles(g, images, mr)
+    blocks = ceil_div(tiles, max(1, TASK_PIXELS // mr))
+    if tiles * mr <= ONE_BLOCK_PIXELS:
         # One block, its tasks splitting the weight: each panel is then packed
         # once, not once per block (14x14x256 at batch 1, 33 tiles: 0.94-0.96x
         # the time of two blocks, both layouts, 25 alternating rounds).
@@ -535,7 +559,7 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
     tasks = g.groups * blocks
     panels = ceil_div(g.og, nr)
     split = min(panels, ceil_div(4 * threads, tasks)) if tasks < 4 * threads else 1
-    most = max(1, (128 << 10) // (per * MR * nr * dtype.itemsize))
+    most = max(1, cb.l2_share // (per * mr * nr * dtype.itemsize))
     per_task = min(ceil_div(panels, split), most)
     per_task = ceil_div(panels, ceil_div(panels, per_task))  # even blocks
     return kc, per, per_task, blocks > 2 and not prepacked
@@ -552,8 +576,9 @@ def packed_tile(g: Geometry, dtype: np.dtype, threads: int) -> tuple[int, int, i
     which is cheap next to the weight traffic of a small, deep layer).
     """
     k = g.cg * g.kh * g.kw
-    kc = ceil_div(k, ceil_div(k, 256))
-    nr = gemm.panel_width(dtype)
+    rt = register_tile(dtype)
+    kc = ceil_div(k, ceil_div(k, machine.blocks(rt).kc))
+    nr, mr = rt.nr, rt.mr
     total = max(g.n, 1) * g.p * g.q
     # Column blocks: tiles of at most 192 float32 columns, but at least four
     # tasks per thread when there are columns enough for tiles of 64 (a few
@@ -563,8 +588,8 @@ def packed_tile(g: Geometry, dtype: np.dtype, threads: int) -> tuple[int, int, i
     blocks = threads * ceil_div(blocks, threads) if blocks > threads else blocks
     nc = nr * ceil_div(ceil_div(total, blocks), nr)
     tasks = g.groups * ceil_div(total, nc)
-    blocks = min(ceil_div(2 * threads, tasks), max(g.og // (4 * MR), 1))
-    mc = min(g.og, MR * ceil_div(ceil_div(g.og, blocks), MR))
+    blocks = min(ceil_div(2 * threads, tasks), max(g.og // (4 * mr), 1))
+    mc = min(g.og, mr * ceil_div(ceil_div(g.og, blocks), mr))
     return kc, nc, mc
 
 
@@ -583,9 +608,10 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
     elif algorithm in ("gemm_1x1", "pointwise_gemm") and not is_pointwise(g):
         raise ValueError(f"algorithm: {algorithm!r} needs a 1x1 kernel, stride 1 and no "
                          f"padding, got kernel {g.kh}x{g.kw}, stride {g.stride}, padding {g.pads}")
-    elif algorithm == "packed_gemm" and not packable(g, layout.name):
-        raise ValueError(f"algorithm: 'packed_gemm' needs layout 'NCHW' and at least {MR} output "
-                         f"channels per group, got layout {layout.name!r} with {g.og}")
+    elif algorithm == "packed_gemm" and not packable(g, layout.name, dtype):
+        raise ValueError(f"algorithm: 'packed_gemm' needs layout 'NCHW' and at least "
+                         f"{register_tile(dtype).mr} output channels per group (the register "
+                         f"tile's rows), got layout {layout.name!r} with {g.og}")
     elif algorithm == "direct_depthwise" and not is_depthwise(g):
         raise ValueError("algorithm: 'direct_depthwise' needs groups == input channels > 1, got "
                          f"groups={g.groups} with {g.c} channels")
@@ -674,8 +700,7 @@ def get_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "aut
              prepacked: bool = False) -> Plan:
     """The cached plan for this problem signature; built on the first call."""
     key = (layout.name, np.dtype(dtype).name, g, algorithm, prepacked, config.max_workspace_bytes,
-           config.gemm_batch_below,
-           numba.get_num_threads())
+           config.gemm_batch_below, numba.get_num_threads(), machine.variant())
     with _lock:
         plan = _plans.get(key)
         if plan is not None:
@@ -701,7 +726,7 @@ _CALLS_MAX = 4096
 def plan_call(signature: tuple, build: Callable[[], tuple]) -> tuple:
     """``build()`` (validate and plan a conv2d call), cached by the call's ``signature``."""
     key = (signature, config.max_workspace_bytes, config.gemm_batch_below,
-           numba.get_num_threads())
+           numba.get_num_threads(), machine.variant())
     with _lock:
         hit = _calls.get(key)
         if hit is not None:

@@ -25,7 +25,15 @@ from __future__ import annotations
 import numpy as np
 
 from . import _args, kernels
-from ._execute import channel_block, gather, scatter, serial_below, weight_matrices, workspace
+from ._execute import (
+    channel_block,
+    gather,
+    quiet_fp,
+    scatter,
+    serial_below,
+    weight_matrices,
+    workspace,
+)
 from ._plan import Plan, get_plan, is_depthwise, is_pointwise
 
 __all__ = ["conv2d_backward", "conv2d_grad_input", "conv2d_grad_weight"]
@@ -150,6 +158,7 @@ def _depthwise_grad(kind: str, g, layout, dtype, a, b, shape) -> np.ndarray:
     return out
 
 
+@quiet_fp
 def grad_input(g, layout, dtype, w, gout) -> np.ndarray:
     """grad_x (C-contiguous, ``layout``) from weight and grad_out."""
     if is_depthwise(g) and g.n:
@@ -203,6 +212,7 @@ def grad_input(g, layout, dtype, w, gout) -> np.ndarray:
     return gx
 
 
+@quiet_fp
 def grad_weight(g, layout, dtype, x, gout, cols=None) -> np.ndarray:
     """grad_weight (C-contiguous, ``layout``'s weight order) from x and grad_out.
 
@@ -276,6 +286,7 @@ def grad_weight(g, layout, dtype, x, gout, cols=None) -> np.ndarray:
     return gw
 
 
+@quiet_fp
 def grad_bias(layout, gout) -> np.ndarray:
     if layout.name == "NCHW":
         return gout.sum(axis=(0, 2, 3))

@@ -584,13 +584,14 @@ def machine_info() -> dict:
         f"{i.get('num_threads')} threads, {os.path.basename(i.get('filepath', ''))})"
         for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"
     ]
-    from . import __version__, config
+    from . import __version__, config, machine
 
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "simd": " ".join(flags),
+        "isa": machine.describe(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numbaconv": __version__,

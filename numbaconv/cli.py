@@ -416,6 +416,7 @@ def cmd_bench(args) -> int:
     say = (lambda *a: None) if args.quiet else print
     say(f"# {machine['cpu']}, {machine['cores']} cores ({machine['simd']}); numba "
         f"{machine['numba']} ({machine['threading_layer']}); BLAS sgemm {sgemm:.1f} GFLOP/s")
+    say(f"# kernels: {machine['isa']}")
     if args.isolate and peers:
         say(f"# peers isolated: {', '.join(peers)} each timed in a Python process of its own")
     elif peers:  # measured: numbaconv ran 2x slower for tens of ms after ONNX Runtime's calls

@@ -14,6 +14,10 @@ shell applies to the whole process:
 ``NUMBACONV_BLAS_SPIN``
     ``keep``: never stop OpenBLAS's idle threads before a large Numba kernel
     (read by ``_threads`` at import; see docs/threads.md).
+``NUMBACONV_ISA``
+    ``avx512``, ``avx2``, ``neon`` or ``generic``: the register tile of the
+    GEMM kernels, instead of the best this CPU runs (read by ``machine``;
+    see docs/cpus.md).
 """
 
 from __future__ import annotations

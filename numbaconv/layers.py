@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from . import _args
-from ._execute import gather, weight_matrices, workspace
+from ._execute import gather, quiet_fp, weight_matrices, workspace
 from ._plan import is_depthwise, is_pointwise
 from .backward import backward_plan, grad_bias, grad_input, grad_weight
 from .conv import conv2d
@@ -217,6 +217,7 @@ class Conv2d(_Layer):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups, padding_mode=self.padding_mode)
 
+    @quiet_fp
     def forward(self, x) -> np.ndarray:
         """y = conv2d(x, weight, bias); keeps x (and its columns when they fit) unless eval()."""
         layout = _args.layout_of(self.layout)
@@ -286,6 +287,7 @@ class Conv2d(_Layer):
             o += bias.reshape(g.groups, g.og, 1)
         return cols, out
 
+    @quiet_fp
     def backward(self, grad_out) -> np.ndarray:
         """grad_x of the last forward; stores ``grad_weight`` and ``grad_bias``."""
         layout = _args.layout_of(self.layout)

@@ -1,7 +1,7 @@
 """Weights packed once for many calls: ``pack_weight`` and ``PackedWeight``.
 
 ``indirect_gemm`` multiplies the input by the weight cut into panels of NR
-output channels, each panel row one cache line (``kernels.gemm.pack_panels``).
+output channels, each panel row NR values (``kernels.packing.pack_panels``).
 Per call it builds those panels itself, and on a deep layer at batch 1 that
 is a large share of the call: ResNet-50's 7x7x512 3x3 layer (a 9.4 MB weight)
 took 3.5 ms packing per call against 2.2 ms with the panels made beforehand
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _args, kernels
+from . import _args, kernels, machine
 from ._plan import panel_shape, panel_strides
 
 __all__ = ["PackedWeight", "pack_weight"]
@@ -42,17 +42,18 @@ class PackedWeight:
         The groups it was packed for; conv2d must be called with the same.
     """
 
-    __slots__ = ("_weight", "_layout", "_groups", "_panels")
+    __slots__ = ("_weight", "_layout", "_groups", "_panels", "_isa")
 
     def __init__(self, *args, _made_by_pack_weight=None):
         if _made_by_pack_weight is not _TOKEN:
             raise TypeError("PackedWeight: make one with numbaconv.pack_weight(weight, groups, "
                             "layout=...), not directly")
-        weight, layout, groups, panels = args
+        weight, layout, groups, panels, isa = args
         object.__setattr__(self, "_weight", weight)
         object.__setattr__(self, "_layout", layout)
         object.__setattr__(self, "_groups", groups)
         object.__setattr__(self, "_panels", panels)  # (groups, panels, K, NR); None: depthwise
+        object.__setattr__(self, "_isa", isa)  # the ISA variant whose NR cut the panels
 
     def __setattr__(self, name, value):
         raise AttributeError(f"PackedWeight is read-only; pack the new weight with "
@@ -103,8 +104,9 @@ class PackedWeight:
 
         A layout or groups that differ from the packing is the caller's
         mistake (the panels' order depends on both), so it raises; another
-        compute dtype (a float64 input with a float32 weight) just cannot
-        use them, and the call runs from the weight as usual.
+        compute dtype (a float64 input with a float32 weight), or panels cut
+        for another ISA variant's register tile, just cannot be used, and the
+        call runs from the weight as usual.
         """
         if layout != self.layout:
             raise ValueError(f"layout: the weight was packed for layout {self.layout!r}, got "
@@ -114,7 +116,8 @@ class PackedWeight:
         if groups != self.groups:
             raise ValueError(f"groups: the weight was packed for groups={self.groups}, got "
                              f"groups={groups}")
-        return self._panels if np.dtype(dtype) == self.dtype else None
+        usable = np.dtype(dtype) == self.dtype and self._isa == machine.variant()
+        return self._panels if usable else None
 
 
 def pack_weight(weight, groups=1, *, layout="NCHW") -> PackedWeight:
@@ -130,7 +133,7 @@ def pack_weight(weight, groups=1, *, layout="NCHW") -> PackedWeight:
 
     The weight is copied: changing the original afterwards does not change
     the packed one.  Memory: about twice the weight (the copy and panels
-    padded to 16 float32 or 8 float64 output channels per group).
+    padded to a whole register tile's NR output channels per group).
 
     Parameters
     ----------
@@ -166,13 +169,14 @@ def pack_weight(weight, groups=1, *, layout="NCHW") -> PackedWeight:
     w = np.array(w, dtype=_args.native(w.dtype), order="C")  # a private copy
     w.flags.writeable = False
     panels = None
+    isa = machine.variant()
     if not (ci == 1 and groups > 1):  # depthwise runs direct_depthwise: no panels
         k = ci * kh * kw
-        panels = np.empty(panel_shape(groups, o // groups, k, w.dtype), w.dtype)
+        panels = np.empty(panel_shape(groups, o // groups, k, w.dtype, isa), w.dtype)
         w_k, w_o = panel_strides(layout.name, o, k)
-        kernels.get("pack_panels", "ANY", w.dtype.name)(w.reshape(-1), w_k, w_o, panels)
+        kernels.get("pack_panels", "ANY", w.dtype.name, isa)(w.reshape(-1), w_k, w_o, panels)
         panels.flags.writeable = False
-    return PackedWeight(w, layout.name, groups, panels, _made_by_pack_weight=_TOKEN)
+    return PackedWeight(w, layout.name, groups, panels, isa, _made_by_pack_weight=_TOKEN)
 
 
 _TOKEN = object()  # only pack_weight makes a PackedWeight: its panels match its weight

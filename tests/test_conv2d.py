@@ -11,6 +11,7 @@ from naive import assert_close, conv2d_ref, from_nhwc, to_hwio, to_nhwc
 from strategies import DTYPES, LAYOUTS, conv_problems
 
 import numbaconv
+from numbaconv import machine
 
 
 def run(x, w, b, layout, **kw):
@@ -178,6 +179,27 @@ def test_nan_and_inf_stay_in_their_image(layout, pointwise, rng):
     np.testing.assert_array_equal(np.isinf(y), np.isinf(ref))
     finite = np.isfinite(ref)
     assert_close(y[finite], ref[finite], np.float64)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_nan_input_gives_no_floating_point_warning_anywhere(layout, rng):
+    # The suite turns warnings into errors: a NaN must not make NumPy's
+    # "invalid value encountered in matmul" escape from any GEMM inside.
+    x = rng.standard_normal((2, 4, 6, 6))
+    x[0, 1, 2, 3] = np.nan
+    w = rng.standard_normal((5, 4, 3, 3))
+    if layout == "NHWC":
+        x, w = to_nhwc(x), to_hwio(w)
+    for algorithm in ("im2col_gemm", "indirect_gemm"):
+        y = numbaconv.conv2d_with(x, w, padding=1, layout=layout, algorithm=algorithm)
+        assert np.isnan(y[0]).any() and np.isfinite(y[1]).all()
+    gx, gw, gb = numbaconv.conv2d_backward(np.ones_like(y), x, w, padding=1, layout=layout)
+    assert np.isnan(gw).any() and np.isfinite(gb).all()
+    layer = numbaconv.Conv2d(4, 5, 3, padding=1, layout=layout, dtype=np.float64)
+    layer.backward(np.ones_like(layer.forward(x)))
+    assert np.isnan(layer.grad_weight).any()
+    t = numbaconv.conv_transpose2d(y, w, padding=1, layout=layout)  # (5 -> 4 channels)
+    assert np.isnan(t).any()
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -431,9 +453,11 @@ def test_threads_context_restores_counts():
         numbaconv.set_num_threads(1.5)
 
 
-def test_kernels_mean_the_same_with_the_jit_off(tmp_path):
+@pytest.mark.parametrize("isa", machine.runnable())
+def test_kernels_mean_the_same_with_the_jit_off(tmp_path, isa):
     # The kernels run as plain Python under NUMBA_DISABLE_JIT=1 (unsigned
-    # index casts, prange as range); both versions must agree exactly enough.
+    # index casts, prange as range); both versions must agree exactly enough,
+    # for every register tile this host runs.
     import os
     import subprocess
     import sys
@@ -444,7 +468,7 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path):
         rng = np.random.default_rng(3)
         x = rng.standard_normal((2, 4, 7, 6)); w = rng.standard_normal((6, 2, 3, 3))
         dw = rng.standard_normal((8, 1, 3, 3))
-        wide = rng.standard_normal((16, 4, 3, 3))  # whole weight panels (OIHW: transposed)
+        wide = rng.standard_normal((32, 4, 3, 3))  # whole weight panels (OIHW: transposed)
         out = {}
         for layout in ("NCHW", "NHWC"):
             xi = x if layout == "NCHW" else x.transpose(0, 2, 3, 1).copy()
@@ -459,7 +483,7 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path):
             wd = wide if layout == "NCHW" else wide.transpose(2, 3, 1, 0).copy()
             out["wide" + layout] = numbaconv.conv2d_with(xi, wd, algorithm="indirect_gemm", **kw)
             if layout == "NCHW":
-                out["packed"] = numbaconv.conv2d_with(xi, np.tile(wi, (2, 1, 1, 1)), groups=2,
+                out["packed"] = numbaconv.conv2d_with(xi, np.tile(wi, (4, 1, 1, 1)), groups=2,
                                                       algorithm="packed_gemm", **kw)
             out["dw" + layout] = numbaconv.conv2d(xi, di, groups=4, **kw)
             cols = numbaconv.im2col(xi, 3, **kw)
@@ -472,7 +496,8 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path):
     for jit_off in ("0", "1"):
         path = tmp_path / f"jit_off_{jit_off}.npz"
         proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                              text=True, timeout=300, env={**env, "NUMBA_DISABLE_JIT": jit_off})
+                              text=True, timeout=300,
+                              env={**env, "NUMBA_DISABLE_JIT": jit_off, "NUMBACONV_ISA": isa})
         assert proc.returncode == 0, proc.stderr[-2000:]
         results.append(np.load(path))
     compiled, python = results

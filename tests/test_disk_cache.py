@@ -123,9 +123,10 @@ def test_nothing_writable_still_works_with_a_warning(site):
 
 
 def test_kernels_known_to_load_slowly_stay_out_of_the_disk_cache():
-    from numbaconv.kernels import _factory
+    from numbaconv.kernels._registry import KERNELS
 
-    for kind, layout in _factory._PYFUNCS:
+    assert not KERNELS["im2col", "NHWC"].disk_cache
+    for (kind, layout), spec in KERNELS.items():
         dispatcher = numbaconv.kernels.get(kind, layout, "float64").dispatcher
         cached = dispatcher.stats.cache_path is not None
-        assert cached == ((kind, layout) not in _factory.NO_DISK_CACHE), (kind, layout)
+        assert cached == spec.disk_cache, (kind, layout)

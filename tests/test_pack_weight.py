@@ -33,7 +33,7 @@ def _kwargs(prob, layout):
 @given(prob=conv_problems(og=(1, 20), max_size=12), dtype=st.sampled_from(DTYPES),
        layout=st.sampled_from(LAYOUTS), algorithm=st.sampled_from(["auto", "indirect_gemm"]),
        with_bias=st.booleans(), seed=st.integers(0, 2**16))
-def test_packed_weight_matches_reference(prob, dtype, layout, algorithm, with_bias, seed):
+def test_packed_weight_matches_reference(prob, dtype, layout, algorithm, with_bias, seed, isa):
     x, w, b = arrays_for(prob, dtype, with_bias, seed)
     xl, wl = _in_layout(layout, x, w)
     w0 = wl.copy()

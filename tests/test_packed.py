@@ -1,4 +1,4 @@
-"""packed_gemm (kernels/gemm.py): the register-tiled micro-kernel and its column tiles.
+"""packed_gemm (kernels/packed_gemm.py): the register-tiled micro-kernel and its column tiles.
 
 Checked against the float64 reference over every argument, and with the
 tile sizes drawn too, so that partial register tiles (rows and columns),
@@ -16,7 +16,12 @@ from strategies import DTYPES, arrays_for, conv_problems, reference_for
 
 import numbaconv
 from numbaconv._execute import RUNNERS
-from numbaconv.kernels.gemm import MR, panel_width
+from numbaconv._plan import register_tile
+
+# Every ISA variant this host runs, in turn (conftest.isa): one register tile each.
+pytestmark = pytest.mark.usefixtures("isa")
+
+MR = register_tile("float32").mr  # the variant in use (both dtypes have as many rows)
 
 
 def _kwargs(prob):
@@ -41,7 +46,7 @@ def test_any_tile_sizes_matchreference_for(prob, dtype, data):
     plan = numbaconv.explain(x, w, b, algorithm="packed_gemm", **_kwargs(prob))
     k = plan.gemm_k
     tile = (data.draw(st.integers(1, k), label="kc"),
-            panel_width(plan.dtype) * data.draw(st.integers(1, 4), label="panels"),
+            register_tile(plan.dtype).nr * data.draw(st.integers(1, 4), label="panels"),
             data.draw(st.integers(MR, prob["o"] // prob["groups"]), label="mc"))
     if prob["n"]:
         RUNNERS["packed_gemm"](dataclasses.replace(plan, tile=tile), x, w, b, y)
@@ -66,7 +71,7 @@ def test_network_shapes(n, c, size, o, k, stride, pad, rng):
 
 def test_inputs_are_read_only_and_untouched(rng):
     x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
-    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((MR + 2, 4, 3, 3)).astype(np.float32)
     copies = x.copy(), w.copy()
     x.flags.writeable = w.flags.writeable = False
     numbaconv.conv2d_with(x, w, padding=1, algorithm="packed_gemm")
@@ -78,7 +83,7 @@ def test_explain_shows_the_tiles():
     plan = numbaconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1,
                              algorithm="packed_gemm")
     kc, nc, mc = plan.tile
-    assert 0 < kc <= 576 and nc % panel_width("float32") == 0 and MR <= mc <= 64
+    assert 0 < kc <= 576 and nc % register_tile("float32").nr == 0 and MR <= mc <= 64
     assert plan.workspace_bytes <= plan.threads * kc * nc * 4
     assert "packed per thread" in str(plan)
     assert numbaconv.explain((1, 64, 28, 28), (64, 64, 3, 3), padding=1).tile is None
@@ -86,7 +91,7 @@ def test_explain_shows_the_tiles():
 
 @pytest.mark.parametrize(("x_shape", "w_shape", "layout", "words"), [
     ((1, 9, 9, 8), (3, 3, 8, 16), "NHWC", ["packed_gemm", "NCHW", "'NHWC'"]),
-    ((1, 8, 9, 9), (5, 8, 3, 3), "NCHW", ["packed_gemm", f"{MR} output", "with 5"]),
+    ((1, 8, 9, 9), (3, 8, 3, 3), "NCHW", ["packed_gemm", "output channels per group", "with 3"]),
 ])
 def test_unsupported_problems_get_a_clear_error(x_shape, w_shape, layout, words):
     with pytest.raises(ValueError, match="algorithm") as err:

@@ -16,8 +16,12 @@ from naive import assert_close, conv2d_ref, from_nhwc, to_hwio, to_nhwc
 from strategies import DTYPES, LAYOUTS
 
 import numbaconv
+from numbaconv import machine
 from numbaconv._execute import RUNNERS
-from numbaconv._plan import POINTWISE_MAX_FLOPS, pointwise_tile
+from numbaconv._plan import POINTWISE_MAX_FLOPS, pointwise_tile, register_tile
+
+# Every ISA variant this host runs, in turn (conftest.isa): one register tile each.
+pytestmark = pytest.mark.usefixtures("isa")
 
 
 @st.composite
@@ -72,9 +76,10 @@ def test_every_width_of_last_panel_matches_reference(dtype):
     # Up to half a panel, the last one runs as dot products (dot_rows), past
     # it as a register tile: every remainder of columns, with rows below,
     # at and past MR, and K with taps left over from the vector width.
-    nr = numbaconv.kernels.panel_width(dtype)
+    rt = register_tile(dtype)
+    nr = rt.nr
     for cols in range(1, nr):
-        for o, c in ((3, 5), (6, 17), (13, 12)):
+        for o, c in ((3, 5), (rt.mr, 17), (rt.mr + 7, 12)):
             prob = dict(n=2, groups=1, c=c, o=o, h=1, w=2 * nr + cols)
             x, w, b, ref = _arrays(prob, dtype, "NCHW", True, cols)
             y = numbaconv.conv2d_with(x, w, b, algorithm="pointwise_gemm")
@@ -108,12 +113,14 @@ def test_tasks_fill_the_threads(layout):
     w = (2048, 512, 1, 1) if layout == "NCHW" else (1, 1, 512, 2048)
     plan = numbaconv.explain(x, w, layout=layout)
     kc, panels, rows = plan.tile
-    nr = numbaconv.kernels.panel_width(np.float32)
-    tasks = -(-plan.gemm_n // (panels * nr)) * -(-plan.gemm_m // (rows * 6))
-    assert kc == 256 and tasks >= 4 * plan.threads and tasks % plan.threads == 0
+    rt = plan.register_tile
+    tasks = -(-plan.gemm_n // (panels * rt.nr)) * -(-plan.gemm_m // (rows * rt.mr))
+    k_blocks = -(-plan.gemm_k // machine.blocks(rt).kc)  # as few as fit, even
+    assert kc == -(-plan.gemm_k // k_blocks) and tasks >= 4 * plan.threads
+    assert tasks % plan.threads == 0
 
 
-def test_fewer_panels_per_task_before_splitting_rows():
+def test_fewer_panels_per_task_before_splitting_rows(zen3_avx2):
     # 28x28 pixels (49 panels) at batch 1: blocks of 5 panels make 10 tasks,
     # a whole number of rounds for 2 threads, with every row in each task
     # (a row split would pack each panel's B twice).

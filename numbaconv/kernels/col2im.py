@@ -17,8 +17,10 @@ The destination must be zeroed (or hold the values to add to) on entry.
 from numba import prange
 
 from ._copy import add_edges, add_run
+from ._registry import kernel
 
 
+@kernel("col2im", "NCHW", "c1_in", "i", "i", "i", "i", "i", "i", "x_out", "t2", "t2", "t2", "i")
 def col2im_nchw(cols, n0, p0, nb, pb, bstride, rstride, x, htab, wtab, wint, sw):
     """x[n0 + b, c, h, w] += cols[b*bstride + r*rstride + pp*Q + q], r = (c, kh, kw).
 
@@ -48,6 +50,7 @@ def col2im_nchw(cols, n0, p0, nb, pb, bstride, rstride, x, htab, wtab, wint, sw)
                     add_edges(xf, drow, cols, s, wrow, z, q_n)
 
 
+@kernel("col2im", "NHWC", "c2_in", "i", "i", "i", "i", "x_out", "t2", "t2")
 def col2im_nhwc(cols, n0, p0, nb, groups, x, htab, wtab):
     """x[n0 + b, h, w, c] += cols[(b, p, q), (g, kh, kw, cg)] for output rows p0..
 

@@ -13,8 +13,11 @@ import numpy as np
 from numba import prange
 
 from ._copy import U
+from ._registry import kernel
 
 
+@kernel("depthwise", "NCHW", "x_in", "x_in", "c1_in", "i", "x_out", "t1", "t1", "i", "i", "i", "i",
+        "i")
 def depthwise_nchw(x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw):
     """out[n, o, p, q] = sum_{kh,kw} w[o, 0, kh, kw] * x[n, o // m, h, w] (+ bias[o]).
 
@@ -103,6 +106,7 @@ def depthwise_nchw(x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw
                 of[U(base + p * q_n + q)] = acc[U(p * width + q)] + b0
 
 
+@kernel("depthwise", "NHWC", "x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2")
 def depthwise_nhwc(x, w, bias, has_bias, out, htab, wtab):
     """out[n, p, q, o] = sum_{kh,kw} w[kh, kw, 0, o] * x[n, h, w, o // m] (+ bias[o]).
 
@@ -147,6 +151,7 @@ def depthwise_nhwc(x, w, bias, has_bias, out, htab, wtab):
 # col2im); the weight gradient sums in float64, since a float32 sum over
 # N*P*Q terms would drift past the float32 tolerance on large images.
 # --------------------------------------------------------------------------
+@kernel("depthwise_grad_input", "NCHW", "x_in", "x_in", "x_out", "t2", "t2", "t2", "i")
 def depthwise_grad_input_nchw(gout, w, gx, htab, wtab, wint, sw):
     """gx[n, c, h, w] = sum over the outputs o of channel c, kh, kw of w * gout."""
     n_n, c_n, h_n, w_n = gx.shape
@@ -189,6 +194,7 @@ def depthwise_grad_input_nchw(gout, w, gx, htab, wtab, wint, sw):
                                 xf[U(drow + col)] += wv * gf[U(s + q)]
 
 
+@kernel("depthwise_grad_weight", "NCHW", "x_in", "x_in", "x_out", "t2", "t2", "t2", "i")
 def depthwise_grad_weight_nchw(x, gout, gw, htab, wtab, wint, sw):
     """gw[o, 0, kh, kw] = sum over n, p, q of gout[n, o, p, q] * xpad[n, o // m, ...]."""
     n_n, c_n, h_n, w_n = x.shape
@@ -228,6 +234,7 @@ def depthwise_grad_weight_nchw(x, gout, gw, htab, wtab, wint, sw):
                 wf[(o * kh_n + kh) * kw_n + kw] = acc
 
 
+@kernel("depthwise_grad_input", "NHWC", "x_in", "x_in", "x_out", "t2", "t2", "i")
 def depthwise_grad_input_nhwc(gout, w, gx, htab, wtab, cblock):
     """gx[n, h, w, c] = sum over the outputs o of channel c, kh, kw of w * gout.
 
@@ -273,6 +280,7 @@ def depthwise_grad_input_nhwc(gout, w, gx, htab, wtab, cblock):
                                     xf[U(d + c)] += wf[U(wb + o)] * gf[U(s + o)]
 
 
+@kernel("depthwise_grad_weight", "NHWC", "x_in", "x_in", "x_out", "t2", "t2", "i")
 def depthwise_grad_weight_nhwc(x, gout, gw, htab, wtab, oblock):
     """gw[kh, kw, 0, o] = sum over n, p, q of gout[n, p, q, o] * xpad[n, h, w, o // m].
 

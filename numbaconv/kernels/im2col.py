@@ -20,8 +20,11 @@ Both kernels read the input through index tables built by the planner
 from numba import prange
 
 from ._copy import copy_edges, copy_run, copy_strided, fill_zero
+from ._registry import kernel
 
 
+@kernel("im2col", "NCHW", "x_in", "i", "i", "i", "i", "c1_out", "i", "i", "t2", "t2", "t2", "t2",
+        "i", "i")
 def im2col_nchw(x, n0, p0, nb, pb, cols, bstride, rstride, htab, wtab, hint, wint, sh, sw):
     """cols[b*bstride + r*rstride + pp*Q + q] = x[n0 + b, c, h, w] for r = (c, kh, kw).
 
@@ -76,6 +79,13 @@ def im2col_nchw(x, n0, p0, nb, pb, cols, bstride, rstride, htab, wtab, hint, win
                     copy_edges(cols, d, xf, srow, wrow, z, q_n)
 
 
+# Kept out of Numba's disk cache: loaded from it, this gather ran 5-8x
+# slower than the same kernel compiled in the process (3x3 at 56x56: 5 vs
+# 40 GB/s, single-threaded too, so it is the cached machine code; Numba issue
+# #8085, "cache=True slow for parallel target").  Every other kernel loads at
+# full speed.  Compiling it costs ~2 s on the first NHWC call of a process.
+@kernel("im2col", "NHWC", "x_in", "i", "i", "i", "i", "c2_out", "t2", "t2", "t2",
+        disk_cache=False)
 def im2col_nhwc(x, n0, p0, nb, groups, cols, htab, wtab, wint):
     """cols[(b, p, q), (g, kh, kw, cg)] = x[n0 + b, h, w, g*Cg + cg].
 

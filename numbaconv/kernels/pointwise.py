@@ -14,7 +14,7 @@ OpenBLAS ran two such calls at once no faster than one after the other.
 So this is a GEMM on Numba's threads: ``C = A @ B (+ bias)`` per (image,
 group), with A read in place (its rows are contiguous along K: the OIHW
 weight, or an NHWC image's pixels), B packed per task into panels of NR
-columns, one cache line per panel row (``kernels.gemm.microkernel``), and C
+columns, NR values per panel row (``registers.microkernel``), and C
 written in place, MR rows x NR columns per register tile.
 """
 
@@ -22,7 +22,9 @@ import numba
 import numpy as np
 from numba import prange
 
-from .gemm import MR, U, copy_line, dot_rows, microkernel, microkernel_store
+from ._copy import U
+from ._registry import kernel
+from .registers import copy_line, dot_rows, microkernel, microkernel_store
 
 
 @numba.njit(inline="always")
@@ -56,21 +58,23 @@ def _bias_block(cf, bias, has_bias, bias_rows, row0, col0, c0, ldc, i0, i1, j0, 
 
 
 @numba.njit(inline="always")
-def _tile(kc, a, a0, lda, bp, bb, bt, cols, tile):
-    """tile (MR x NR, zeroed) += A's MR rows from ``a0`` times the panel's ``cols`` columns.
+def _edge_tile(tile, kc, a, a0, lda, bp, bb, bt, cols, scratch):
+    """scratch (MR x NR, zeroed) += A's MR rows from ``a0`` times the panel's ``cols`` columns.
 
     A narrow panel (at most half full) is in ``bt``, column by column: dot
     products; any other in ``bp`` at ``bb``: the register tile.
     """
-    nr = tile.size // MR
+    nr = tile.nr
     if 2 * cols <= nr:
         for jj in range(cols):
-            dot_rows(kc, a, a0, lda, bt, jj * kc, tile, jj, nr)
+            dot_rows(tile, kc, a, a0, lda, bt, jj * kc, scratch, jj, nr)
     else:
-        microkernel(kc, a, a0, lda, bp, bb, nr, tile, 0, nr)
+        microkernel(tile, kc, a, a0, lda, bp, bb, nr, scratch, 0, nr)
 
 
-def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
+@kernel("pointwise_gemm", "ANY", "tile", "c1_in", "c1_in", "c1_in", "i", "c1_out", "t1", "i", "i",
+        "i")  # the layout is data: see ``dims``
+def gemm_pointwise(tile, af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
     """C = A @ B (+ bias) for every (image, group) of a 1x1 convolution.
 
     The layout is data, in ``dims`` (``_plan.pointwise_dims``): images,
@@ -102,10 +106,11 @@ def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
     b_n, b_g, ldb = dims[8], dims[9], dims[10]
     c_n, c_g, ldc = dims[11], dims[12], dims[13]
     bias_rows = dims[14] == 1
-    lg = 4 if cf.itemsize == 4 else 3
-    nr = 1 << lg
+    lg = tile.lg
+    nr = tile.nr
+    mr = tile.mr
     npan = (n_cols + nr - 1) >> lg
-    nrb = (m_n + MR - 1) // MR
+    nrb = (m_n + mr - 1) // mr
     npb = (npan + pan_blk - 1) // pan_blk
     nrg = (nrb + rb_blk - 1) // rb_blk
     for task in prange(n_n * groups * npb * nrg):
@@ -117,22 +122,22 @@ def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
         n = rest // groups
         p0 = pb * pan_blk
         p1 = min(npan, p0 + pan_blk)
-        i0 = rg * rb_blk * MR
-        i1 = min(m_n, i0 + rb_blk * MR)
+        i0 = rg * rb_blk * mr
+        i1 = min(m_n, i0 + rb_blk * mr)
         j0 = p0 * nr
         j1 = min(n_cols, p1 * nr)
         a0 = n * a_n + g * a_g
         b0 = n * b_n + g * b_g
         c0 = n * c_n + g * c_g
         bp = np.empty(pan_blk * kc_blk * nr, cf.dtype)
-        tile = np.empty(MR * nr, cf.dtype)
+        scratch = np.empty(mr * nr, cf.dtype)
         bt = np.empty((nr >> 1) * kc_blk, cf.dtype)  # a narrow last panel, by columns
         # A's rows when M < MR, zero-padded: the micro-kernel always reads MR.
-        few = np.zeros(MR * kc_blk if m_n < MR else 0, cf.dtype)
+        few = np.zeros(mr * kc_blk if m_n < mr else 0, cf.dtype)
         # Whole register tiles (rows i0 .. fr-1, columns j0 .. fj-1) are
         # stored by their first K block and get the bias at the end; the
         # edges start from the bias (or zero), and their tiles add.
-        fr = i0 + (i1 - i0) // MR * MR
+        fr = i0 + (i1 - i0) // mr * mr
         fj = j0 + (j1 - j0) // nr * nr
         _bias_block(cf, bias, has_bias, bias_rows, g * m_n, g * n_cols, c0, ldc, i0, fr, fj, j1,
                     False)
@@ -148,7 +153,7 @@ def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
                     cols = min(nr, n_cols - j)
                     d = (p - p0) * pst + k * nr
                     if cols == nr:
-                        copy_line(bf, s + j, bp, d)
+                        copy_line(tile, bf, s + j, bp, d)
                     elif 2 * cols <= nr:  # a narrow last panel: column by column
                         for jj in range(cols):
                             bt[jj * kc + k] = bf[U(s + j + jj)]
@@ -157,7 +162,7 @@ def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
                             bp[U(d + jj)] = bf[U(s + j + jj)]
                         for jj in range(cols, nr):
                             bp[U(d + jj)] = 0
-            if m_n < MR:
+            if m_n < mr:
                 for r in range(m_n):
                     for k in range(kc):
                         few[r * kc + k] = af[U(a0 + r * lda + pc + k)]
@@ -165,34 +170,35 @@ def gemm_pointwise(af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
                 j = p * nr
                 cols = min(nr, n_cols - j)
                 bb = (p - p0) * pst
-                for i in range(i0, i1, MR):
-                    if i + MR <= i1 and cols == nr:
+                for i in range(i0, i1, mr):
+                    if i + mr <= i1 and cols == nr:
                         if pc == 0:
-                            microkernel_store(kc, af, a0 + i * lda + pc, lda, bp, bb, nr, cf,
+                            microkernel_store(tile, kc, af, a0 + i * lda + pc, lda, bp, bb, nr, cf,
                                               c0 + i * ldc + j, ldc)
                         else:
-                            microkernel(kc, af, a0 + i * lda + pc, lda, bp, bb, nr, cf,
+                            microkernel(tile, kc, af, a0 + i * lda + pc, lda, bp, bb, nr, cf,
                                         c0 + i * ldc + j, ldc)
                         continue
-                    if i + MR <= i1 and 2 * cols <= nr:  # straight into C, column by column
+                    if i + mr <= i1 and 2 * cols <= nr:  # straight into C, column by column
                         for jj in range(cols):
-                            dot_rows(kc, af, a0 + i * lda + pc, lda, bt, jj * kc, cf,
+                            dot_rows(tile, kc, af, a0 + i * lda + pc, lda, bt, jj * kc, cf,
                                      c0 + i * ldc + j + jj, ldc)
                         continue
                     # An edge tile: into a scratch tile, then only our rows and
                     # columns are added.  Its rows overlap the tile before
                     # (read-only on A), or come from ``few``.
-                    for e in range(MR * nr):
-                        tile[e] = 0
-                    ar = min(i, m_n - MR)
-                    if m_n < MR:
+                    for e in range(mr * nr):
+                        scratch[e] = 0
+                    ar = min(i, m_n - mr)
+                    if m_n < mr:
                         ar = 0
-                        _tile(kc, few, 0, kc, bp, bb, bt, cols, tile)
+                        _edge_tile(tile, kc, few, 0, kc, bp, bb, bt, cols, scratch)
                     else:
-                        _tile(kc, af, a0 + ar * lda + pc, lda, bp, bb, bt, cols, tile)
-                    for r in range(i, min(i + MR, i1)):
+                        _edge_tile(tile, kc, af, a0 + ar * lda + pc, lda, bp, bb, bt, cols,
+                                   scratch)
+                    for r in range(i, min(i + mr, i1)):
                         d = c0 + r * ldc + j
                         for jj in range(cols):
-                            cf[U(d + jj)] += tile[(r - ar) * nr + jj]
+                            cf[U(d + jj)] += scratch[(r - ar) * nr + jj]
         _bias_block(cf, bias, has_bias, bias_rows, g * m_n, g * n_cols, c0, ldc, i0, fr, j0, fj,
                     True)  # (nothing to add without a bias)
