@@ -484,10 +484,16 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
     """
     if is_depthwise(g):
         return "direct_depthwise"
+    one_block = few_pixels(g, dtype) and (layout == "NCHW" or wide_panels(dtype))
     if is_pointwise(g):
+        # One block of tiles on a wide tile: indirect_gemm splits the weight
+        # over the tasks, where pointwise_gemm's row blocks each pack all of
+        # B again (decisions.md, "1x1 layers with few pixels").
+        if one_block and wide_panels(dtype) and indirect_fits(g, dtype, prepacked):
+            return "indirect_gemm"
         return "pointwise_gemm" if g.flops < POINTWISE_MAX_FLOPS else "gemm_1x1"
-    deep_ok = prepacked or g.cg * g.kh * g.kw <= 2304 or (
-        layout == "NCHW" and (few_pixels(g, dtype) or small_images(g, dtype)))
+    deep_ok = prepacked or g.cg * g.kh * g.kw <= 2304 or one_block or (
+        layout == "NCHW" and small_images(g, dtype))
     if deep_ok and g.flops >= INDIRECT_MIN_FLOPS and indirect_fits(g, dtype, prepacked):
         return "indirect_gemm"
     return "im2col_gemm"
@@ -509,6 +515,16 @@ def few_pixels(g: Geometry, dtype: np.dtype) -> bool:
     384 float32 pixels, 192 float64)."""
     mr = register_tile(dtype).mr
     return indirect_tiles(g, g.n, mr) * mr * dtype.itemsize <= ONE_BLOCK_PIXELS * 4
+
+
+def wide_panels(dtype: np.dtype) -> bool:
+    """Whether a weight panel row spans two cache lines (NR * itemsize >= 128: AVX-512's tile).
+
+    Then a task's piece of each HWIO weight row is two lines, not one, and
+    indirect_gemm wins the deep NHWC layers and the 1x1 layers whose pixels
+    make one block of tiles (decisions.md).
+    """
+    return register_tile(dtype).nr * np.dtype(dtype).itemsize >= 128
 
 
 def small_images(g: Geometry, dtype: np.dtype) -> bool:
