@@ -193,3 +193,14 @@ def test_avx2_tile_is_ymm_code(dtype):
 def test_every_runnable_tile_sums_right(name):
     for dtype in ("float32", "float64"):
         _tile_asm(name, dtype, indirect=True)  # asserts the sums
+
+
+def test_the_tile_type_changes_with_the_kernel_sources(monkeypatch):
+    # Numba's disk cache checks a kernel's own file only; the digest of every
+    # kernel source in the signature keeps an edited helper from a stale kernel.
+    from numbaconv.kernels import registers
+
+    tile = machine.register_tile("generic", "float32")
+    before = numba_type(tile).name
+    monkeypatch.setattr(registers, "_SOURCE_TAG", "0" * 12)
+    assert numba_type(tile).name != before and "0" * 12 in numba_type(tile).name

@@ -22,6 +22,9 @@ vector registers of ``vw`` lanes, A broadcast one element at a time:
 On a CPU without FMA, LLVM lowers ``llvm.fma`` to a correct but slow call.
 """
 
+import hashlib
+import pathlib
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -40,11 +43,27 @@ from numba.extending import (
 from ..machine import RegisterTile
 
 
+def _source_tag() -> str:
+    """A digest of every kernel source file, part of the tile type's name.
+
+    Numba's disk cache checks only a kernel's own file, not the helpers
+    inlined into it (this module's intrinsics, ``packing``): with the digest
+    in the signature, an edited helper can never load a stale kernel.
+    """
+    digest = hashlib.sha1()
+    for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+_SOURCE_TAG = _source_tag()
+
+
 class RegisterTileType(types.Type):
     def __init__(self, tile: RegisterTile):
         self.tile = tile
         super().__init__(name=f"RegisterTile({tile.isa}, {tile.dtype}, {tile.mr}x{tile.nv}x"
-                              f"{tile.vw})")
+                              f"{tile.vw}, src {_SOURCE_TAG})")
 
 
 @typeof_impl.register(RegisterTile)
