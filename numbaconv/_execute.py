@@ -156,14 +156,15 @@ def scatter(plan: Plan, cols: np.ndarray, x: np.ndarray, n0: int = 0, p0: int = 
             kernel(cols, n0, p0, nb, g.groups, x, t.htab, t.wtab)
 
 
-def channel_block(channels: int, images: int, threads: int) -> int:
+def channel_block(channels: int, images: int, threads: int, lanes: int = 8) -> int:
     """Channels per task of the NHWC depthwise input gradient (image x channel block).
 
-    Enough blocks for every thread, but blocks of at least a few channels so
-    that the innermost loop, over channels, still vectorises.
+    Enough blocks for every thread, but blocks of at least one vector's
+    ``lanes`` channels, so that the innermost loop, over channels, still
+    vectorises.
     """
     blocks = ceil_div(4 * threads, max(images, 1))
-    return max(ceil_div(channels, blocks), min(channels, 8))
+    return max(ceil_div(channels, blocks), min(channels, lanes))
 
 
 # --------------------------------------------------------------------------

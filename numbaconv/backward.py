@@ -152,9 +152,11 @@ def _depthwise_grad(kind: str, g, layout, dtype, a, b, shape) -> np.ndarray:
         if layout.name == "NCHW":
             kernel(a, b, out, t.htab, t.wtab, t.wint, t.sw)
         elif kind == "depthwise_grad_input":
-            kernel(a, b, out, t.htab, t.wtab, channel_block(g.c, g.n, plan.threads))
-        else:  # blocks of output channels, at least 4 per thread
-            kernel(a, b, out, t.htab, t.wtab, max(_args.ceil_div(g.o, 4 * plan.threads), 8))
+            kernel(a, b, out, t.htab, t.wtab,
+                   channel_block(g.c, g.n, plan.threads, plan.register_tile.vw))
+        else:  # blocks of output channels, at least 4 per thread, of at least one vector
+            kernel(a, b, out, t.htab, t.wtab,
+                   max(_args.ceil_div(g.o, 4 * plan.threads), plan.register_tile.vw))
     return out
 
 
