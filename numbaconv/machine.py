@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["VARIANTS", "CacheBlocks", "RegisterTile", "Variant", "blocks", "cache_sizes",
-           "detect", "host_features", "register_tile", "runnable", "variant"]
+           "describe", "detect", "host_features", "register_tile", "runnable", "set_variant",
+           "variant"]
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,14 @@ _current: str | None = None
 
 
 def variant() -> str:
-    """The variant in use: ``NUMBACONV_ISA`` if set, else the best the host runs."""
+    """The variant in use: ``NUMBACONV_ISA`` if set, else the best the host runs.
+
+    Examples
+    --------
+    >>> from numbaconv import machine
+    >>> machine.variant() in machine.runnable()
+    True
+    """
     global _current
     if _current is None:
         _current = _forced() or detect()
@@ -145,6 +153,14 @@ def set_variant(name: str | None) -> str:
 
     Returns the variant used before, so that tests can restore it.  Plans
     and kernels are cached per variant, so nothing needs clearing.
+
+    Examples
+    --------
+    >>> from numbaconv import machine
+    >>> before = machine.set_variant("generic")
+    >>> str(machine.register_tile(machine.variant(), "float32"))
+    'generic 4x4 float32 (4 x 1-lane vectors per row)'
+    >>> _ = machine.set_variant(before)
     """
     global _current
     before = variant()
@@ -249,7 +265,7 @@ class CacheBlocks:
     """Cache blocks of one register tile, from the cache sizes.
 
     ``kc``: K block, so that one packed panel (kc rows of NR) fills half of
-    L1 and the A side of a tile the rest; ``l2_share``: bytes a task's
+    L1 and the A side of a tile the rest, at most ``KC_MAX``; ``l2_share``: bytes a task's
     packed operands or scratch may take (a quarter of L2, leaving room for
     the other operand and the output); ``l2_half``: a larger operand that
     streams through L2 (pointwise_gemm's rows of A).
@@ -268,11 +284,17 @@ class CacheBlocks:
         return self.l2 // 2
 
 
+# K blocks of more than this many rows ran slower even where half of L1
+# held the panel: 1.07-1.13x the time at 384 on the Xeon's 48 KiB L1, both
+# tiles, as A's share of L1 grows with kc too (decisions.md).
+KC_MAX = 256
+
+
 @functools.cache
 def blocks(tile: RegisterTile) -> CacheBlocks:
     l1, l2 = cache_sizes()
     line = tile.nr * np.dtype(tile.dtype).itemsize  # one panel row
-    kc = max(16, (l1 // 2) // line // 16 * 16)
+    kc = max(16, min(KC_MAX, (l1 // 2) // line // 16 * 16))
     return CacheBlocks(kc=kc, l1=l1, l2=l2)
 
 

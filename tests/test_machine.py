@@ -139,6 +139,11 @@ def test_cache_blocks_come_from_the_caches(monkeypatch):
         assert machine.blocks(machine.register_tile("avx2", "float64")).kc == 256
         assert machine.blocks(machine.register_tile("avx512", "float32")).kc == 128
         assert machine.blocks(machine.register_tile("avx2", "float32")).l2_share == 128 << 10
+        # A larger L1 grows the block only up to KC_MAX (A's share grows with it).
+        monkeypatch.setattr(machine, "cache_sizes", lambda: (48 << 10, 2 << 20))
+        machine.blocks.cache_clear()
+        assert machine.blocks(machine.register_tile("avx2", "float32")).kc == machine.KC_MAX
+        assert machine.blocks(machine.register_tile("avx512", "float32")).kc == 192
     finally:
         machine.blocks.cache_clear()
     l1, l2 = machine.cache_sizes()

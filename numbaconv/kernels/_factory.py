@@ -105,6 +105,10 @@ def _get(kind: str, layout: str, dtype: str, isa: str | None) -> Kernel:
     spec = KERNELS[kind, layout]
     sig = _signature(kind, layout, np.dtype(dtype), isa)
     tile = machine.register_tile(isa, dtype) if isa else None
+    if tile is not None:
+        # Numba's dispatcher types an argument with ``_numba_type_`` on its fast
+        # path: 0.4 us a launch instead of 2.8 us through typeof's registry.
+        object.__setattr__(tile, "_numba_type_", sig.args[0])
     return Kernel(f"{kind}_{layout.lower()}[{dtype}{', ' + isa if isa else ''}]",
                   _compile(spec.pyfunc, sig, spec.disk_cache), tile)
 
