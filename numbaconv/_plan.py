@@ -4,9 +4,9 @@ A *plan* says how one conv2d problem runs: the algorithm, the GEMM shape,
 how the column buffer is chunked to stay under
 ``config.max_workspace_bytes``, and the index tables the gather kernels
 read.  Plans are cached by problem signature (layout, dtype, geometry,
-workspace bound, threads); compiled kernels are cached by the kernel
-factory by (kind, layout, dtype).  A repeated call re-plans nothing and
-compiles nothing, which ``cache_info()`` shows.
+workspace bound, threads, ISA variant); compiled kernels are cached by the
+kernel factory by (kind, layout, dtype, ISA variant).  A repeated call
+re-plans nothing and compiles nothing, which ``cache_info()`` shows.
 """
 
 from __future__ import annotations
