@@ -387,8 +387,7 @@ def pointwise_dims(g: Geometry, layout: str) -> np.ndarray:
                      hw, g.o * hw, g.og * hw, hw, 1), dtype=np.int64)
 
 
-def pointwise_tile(dims: np.ndarray, dtype: np.dtype, threads: int,
-                   rt: RegisterTile | None = None) -> tuple[int, int, int]:
+def pointwise_tile(dims: np.ndarray, dtype: np.dtype, threads: int) -> tuple[int, int, int]:
     """(kc, panels, row tiles) per task of pointwise_gemm.
 
     K blocks of at most ``kc`` of the machine context (one panel fills half
@@ -401,7 +400,7 @@ def pointwise_tile(dims: np.ndarray, dtype: np.dtype, threads: int,
     tasks make whole rounds for the threads.
     """
     images, groups, m, n, k = (max(int(v), 1) for v in dims[:5])  # (no images: any tile)
-    rt = rt or register_tile(dtype)
+    rt = register_tile(dtype)
     cb = machine.blocks(rt)
     kc = ceil_div(k, ceil_div(k, cb.kc))
     panels = ceil_div(n, rt.nr)
@@ -488,12 +487,13 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
     """
     if is_depthwise(g):
         return "direct_depthwise"
-    one_block = few_pixels(g, dtype) and (layout == "NCHW" or wide_panels(dtype))
+    wide = wide_panels(dtype)
+    one_block = few_pixels(g, dtype) and (layout == "NCHW" or wide)
     if is_pointwise(g):
         # One block of tiles on a wide tile: indirect_gemm splits the weight
         # over the tasks, where pointwise_gemm's row blocks each pack all of
         # B again (decisions.md, "1x1 layers with few pixels").
-        if one_block and wide_panels(dtype) and indirect_fits(g, dtype, prepacked):
+        if wide and one_block and indirect_fits(g, dtype, prepacked):
             return "indirect_gemm"
         return "pointwise_gemm" if g.flops < POINTWISE_MAX_FLOPS else "gemm_1x1"
     deep_ok = prepacked or g.cg * g.kh * g.kw <= 2304 or one_block or (
@@ -588,8 +588,9 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
 def packed_tile(g: Geometry, dtype: np.dtype, threads: int) -> tuple[int, int, int]:
     """(kc, nc, mc) of a packed_gemm task.
 
-    A tile of kc x nc column-matrix values stays in L2 (<= 256 rows x 192
-    columns of float32, 192 KiB, beside the weight panels); rows and columns
+    A tile of kc x nc column-matrix values stays in L2 (kc the machine
+    context's K block, at most 192 columns of float32, beside the weight
+    panels); rows and columns
     (pixels of all images) are split evenly rather than leaving a thin
     remainder.  When that gives fewer than two tasks per thread, output
     channels are split too (each task then packs its own copy of the tile,

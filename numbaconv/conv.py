@@ -125,7 +125,8 @@ def conv2d_with(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     if _plain(hyper):  # the same call again: its checks and plan are known
         signature = (layout.name, x.shape, x.dtype, weight.shape, weight.dtype,
                      None if bias is None else (bias.shape, bias.dtype),
-                     None if packed is None else (packed.layout, packed.groups), hyper)
+                     None if packed is None else (packed.layout, packed.groups, packed.isa),
+                     hyper)
         g, dtype, plan = plan_call(signature, validate_and_plan)
     else:
         g, dtype, plan = validate_and_plan()

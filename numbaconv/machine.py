@@ -69,8 +69,9 @@ VARIANTS = {
     )
 }
 
-# Best first, per architecture.  On x86, "neon" is runnable (SSE2 runs any
-# 128-bit vector code) only when forced, as a check of that tile's code.
+# Best first, per architecture.  Elsewhere, "neon" is runnable (x86's SSE2
+# and other targets run plain 128-bit vector code) only when forced, as a
+# check of that tile's code.
 _NATIVE = {"x86": ("avx512", "avx2", "generic"), "arm": ("neon", "generic")}
 
 
@@ -78,16 +79,35 @@ def _parse_features(text: str) -> frozenset:
     return frozenset(f[1:] for f in text.split(",") if f.startswith("+"))
 
 
+def _apply_features(base: frozenset, text: str) -> frozenset:
+    """``base`` with a feature string's ``+f`` entries added and ``-f`` entries removed."""
+    have = set(base)
+    for entry in text.split(","):
+        entry = entry.strip()
+        if entry.startswith("+"):
+            have.add(entry[1:])
+        elif entry.startswith("-"):
+            have.discard(entry[1:])
+    return frozenset(have)
+
+
 @functools.cache
 def host_features() -> frozenset:
-    """The CPU features Numba's compiled code may use (see the module docstring)."""
+    """The CPU features Numba's compiled code may use (see the module docstring).
+
+    ``NUMBA_CPU_FEATURES`` modifies the features of the CPU Numba compiles
+    for: the host's, unless ``NUMBA_CPU_NAME`` names another CPU, whose
+    features we cannot know, so then only the listed ones count.
+    """
     from numba.core import codegen
     from numba.core import config as numba_config
 
+    host = _parse_features(codegen.get_host_cpu_features() or "")  # honours NUMBA_ENABLE_AVX
     text = numba_config.CPU_FEATURES
     if text is None:
-        text = codegen.get_host_cpu_features()  # honours NUMBA_ENABLE_AVX=0 as Numba does
-    return _parse_features(text or "")
+        return host
+    named = numba_config.CPU_NAME not in (None, "host")
+    return _apply_features(frozenset() if named else host, text)
 
 
 def _arch() -> str:
@@ -151,8 +171,10 @@ def variant() -> str:
 def set_variant(name: str | None) -> str:
     """Use ``name`` from now on (``None``: back to ``NUMBACONV_ISA`` or detection).
 
-    Returns the variant used before, so that tests can restore it.  Plans
-    and kernels are cached per variant, so nothing needs clearing.
+    Returns the variant set before (``None`` if none was chosen yet), so
+    that tests can restore it.  Plans and kernels are cached per variant, so
+    nothing needs clearing.  This works even when ``NUMBACONV_ISA`` holds a
+    bad value, which ``variant()`` refuses.
 
     Examples
     --------
@@ -163,11 +185,10 @@ def set_variant(name: str | None) -> str:
     >>> _ = machine.set_variant(before)
     """
     global _current
-    before = variant()
+    before = _current  # (None when not chosen yet: restoring it chooses again)
     if name is not None and name not in runnable():
         raise ValueError(f"isa: this CPU runs {', '.join(runnable())}, got {name!r}")
     _current = name
-    variant()
     return before
 
 
@@ -197,6 +218,12 @@ class RegisterTile:
     def __str__(self) -> str:
         return (f"{self.isa} {self.mr}x{self.nr} {self.dtype} "
                 f"({self.nv} x {self.vw}-lane vectors per row)")
+
+    def __reduce__(self):
+        # The fields only: the kernel factory attaches the Numba type as
+        # ``_numba_type_``, which refers back to this tile, and Numba's disk
+        # cache pickles the type (with the tile) in its index.
+        return (RegisterTile, (self.isa, self.dtype, self.mr, self.nv, self.vw))
 
 
 @functools.cache

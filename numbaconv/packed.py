@@ -75,6 +75,11 @@ class PackedWeight:
         return self._groups
 
     @property
+    def isa(self) -> str:
+        """The ISA variant whose register tile cut the panels (``numbaconv.machine``)."""
+        return self._isa
+
+    @property
     def shape(self) -> tuple[int, ...]:
         return self._weight.shape
 

@@ -56,7 +56,8 @@ def test_numba_cpu_features_decide(monkeypatch):
     monkeypatch.setattr(numba_config, "CPU_FEATURES", "+avx2,+fma,-avx512f")
     machine.host_features.cache_clear()
     try:
-        assert machine.host_features() == {"avx2", "fma"}
+        features = machine.host_features()
+        assert {"avx2", "fma"} <= features and "avx512f" not in features
         if machine._arch() == "x86":
             assert machine.detect() == "avx2"
     finally:
@@ -127,6 +128,12 @@ def test_the_tile_type_names_the_variant_and_pickles():
     assert len(names) == len(machine.VARIANTS)
     t = numba_type(machine.register_tile("avx2", "float64"))
     assert pickle.loads(pickle.dumps(t)) == t
+    # Once the factory has attached the type to its tile (the dispatcher's fast
+    # path), the pair refers to itself; the index must still unpickle.
+    kernel = kernels.get("pointwise_gemm", "ANY", "float64", machine.variant())
+    typ = kernel.tile._numba_type_
+    again = pickle.loads(pickle.dumps((typ,)))[0]
+    assert again == typ and again.tile == kernel.tile
 
 
 def test_cache_blocks_come_from_the_caches(monkeypatch):
@@ -209,3 +216,55 @@ def test_the_tile_type_changes_with_the_kernel_sources(monkeypatch):
     before = numba_type(tile).name
     monkeypatch.setattr(registers, "_SOURCE_TAG", "0" * 12)
     assert numba_type(tile).name != before and "0" * 12 in numba_type(tile).name
+
+
+def test_a_weight_packed_under_another_variant_runs_as_a_plain_weight(rng):
+    # The call cache keys a PackedWeight by the variant that cut its panels:
+    # the same shapes packed under another variant must not reuse a
+    # "prepacked" plan (that raised), nor the reverse (that repacked).
+    names = machine.runnable()[:2]
+    x = rng.standard_normal((1, 14, 14, 64)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 64, 64)).astype(np.float32)
+    want = numbaconv.conv2d(x, w, padding=1, layout="NHWC")
+    before = machine.set_variant(names[0])
+    try:
+        here = numbaconv.pack_weight(w, layout="NHWC")
+        machine.set_variant(names[1])
+        other = numbaconv.pack_weight(w, layout="NHWC")
+        machine.set_variant(names[0])
+        for packed in (here, other, here):
+            got = numbaconv.conv2d_with(x, packed, padding=1, layout="NHWC",
+                                        algorithm="indirect_gemm")
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        plan = numbaconv.explain(x, other, padding=1, layout="NHWC", algorithm="indirect_gemm")
+        assert not plan.prepacked and other.isa == names[1]
+        assert numbaconv.explain(x, here, padding=1, layout="NHWC",
+                                 algorithm="indirect_gemm").prepacked
+    finally:
+        machine.set_variant(before)
+
+
+def test_numba_cpu_features_modify_the_host_features(monkeypatch):
+    from numba.core import config as numba_config
+
+    host = machine.host_features()
+    try:
+        monkeypatch.setattr(numba_config, "CPU_FEATURES", "-avx512f,+somefeature")
+        machine.host_features.cache_clear()
+        assert machine.host_features() == (host - {"avx512f"}) | {"somefeature"}
+        # Another CPU named: its own features are unknown, only the listed count.
+        monkeypatch.setattr(numba_config, "CPU_NAME", "skylake")
+        machine.host_features.cache_clear()
+        assert machine.host_features() == {"somefeature"}
+    finally:
+        monkeypatch.undo()
+        machine.host_features.cache_clear()
+
+
+def test_set_variant_overrides_a_bad_environment_value(monkeypatch):
+    monkeypatch.setenv("NUMBACONV_ISA", "bogus")
+    monkeypatch.setattr(machine, "_current", None)
+    with pytest.raises(ValueError, match="NUMBACONV_ISA"):
+        machine.variant()
+    assert machine.set_variant("generic") is None
+    assert machine.variant() == "generic"

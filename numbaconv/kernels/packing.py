@@ -258,6 +258,6 @@ def pack_panels(tile, wf, w_k, w_o, wpk):
         g = task // nob
         ob = task - g * nob
         o0 = g * og + ob * nr
-        for k0 in range(0, k_n, 64):  # 64 panel rows (4 KiB) stay in L1 while OIHW fills them
+        for k0 in range(0, k_n, 64):  # 64 panel rows (4-8 KiB) stay in L1 while OIHW fills them
             panel(tile, wf, w_k, w_o, k0, min(64, k_n - k0), o0, min(nr, og - ob * nr), pf,
                   (task * k_n + k0) * nr)

@@ -19,7 +19,8 @@ vector registers of ``vw`` lanes, A broadcast one element at a time:
   one contiguous stream per panel);
 * ``C`` rows are ``ldc`` apart.
 
-On a CPU without FMA, LLVM lowers ``llvm.fma`` to a correct but slow call.
+The multiply-adds are ``llvm.fmuladd``: fused where the CPU has FMA, a
+multiply and an add where it has not (``llvm.fma`` would be a libm call).
 """
 
 import hashlib
@@ -113,9 +114,11 @@ def _vector_types(context, tile: RegisterTile):
 
 
 def _fma(builder, vec, tile):
+    """``llvm.fmuladd``: one FMA where the CPU has it (every AVX2 and AVX-512 CPU),
+    else a multiply and an add; ``llvm.fma`` would call libm's ``fmaf`` per lane."""
     bits = 8 * np.dtype(tile.dtype).itemsize
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
-                                          f"llvm.fma.v{tile.vw}f{bits}")
+                                          f"llvm.fmuladd.v{tile.vw}f{bits}")
 
 
 def _tile_codegen(context, builder, tile, a_rows, a_at, b_row, k_n, c_ptr, c_ld, overwrite=False):
