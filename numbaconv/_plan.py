@@ -274,9 +274,9 @@ def register_tile(dtype, isa: str | None = None) -> RegisterTile:
     return machine.register_tile(isa or machine.variant(), np.dtype(dtype))
 
 
-def packable(g: Geometry, layout: str, dtype) -> bool:
+def packable(g: Geometry, layout: str, dtype, isa: str | None = None) -> bool:
     """packed_gemm's conditions: NCHW, and at least one register tile of output channels."""
-    return layout == "NCHW" and g.og >= register_tile(dtype).mr
+    return layout == "NCHW" and g.og >= register_tile(dtype, isa).mr
 
 
 def gemm_batched(g: Geometry, layout: str) -> bool:
@@ -294,9 +294,11 @@ def gemm_batched(g: Geometry, layout: str) -> bool:
     return layout == "NCHW" and g.n > 1 and g.p * g.q < below
 
 
-def indirect_fits(g: Geometry, dtype: np.dtype, prepacked: bool = False) -> bool:
+def indirect_fits(g: Geometry, dtype: np.dtype, prepacked: bool = False,
+                  isa: str | None = None) -> bool:
     """Whether one padded image and the packed weight fit in the workspace bound."""
-    return _indirect_bytes(g, dtype, 1, panels=not prepacked) <= config.max_workspace_bytes
+    return _indirect_bytes(g, dtype, 1, panels=not prepacked, isa=isa) <= (
+        config.max_workspace_bytes)
 
 
 def indirect_padded(g: Geometry) -> tuple[int, int] | None:
@@ -321,13 +323,14 @@ def panel_strides(layout: str, o: int, k: int) -> tuple[int, int]:
     return (o, 1) if layout == "NHWC" else (1, k)
 
 
-def _indirect_bytes(g: Geometry, dtype: np.dtype, images: int, panels: bool = True) -> int:
+def _indirect_bytes(g: Geometry, dtype: np.dtype, images: int, panels: bool = True,
+                    isa: str | None = None) -> int:
     """indirect_gemm's workspace: ``images`` padded images, plus the weight panels if
     ``panels`` (not when a ``PackedWeight`` brings them, or tasks pack their own).
     """
     hw = indirect_padded(g)
     padded = hw[0] * hw[1] * g.c if hw else 0
-    room = math.prod(panel_shape(g.groups, g.og, g.cg * g.kh * g.kw, dtype)) if panels else 0
+    room = math.prod(panel_shape(g.groups, g.og, g.cg * g.kh * g.kw, dtype, isa)) if panels else 0
     return (images * padded + room) * dtype.itemsize
 
 
@@ -387,7 +390,8 @@ def pointwise_dims(g: Geometry, layout: str) -> np.ndarray:
                      hw, g.o * hw, g.og * hw, hw, 1), dtype=np.int64)
 
 
-def pointwise_tile(dims: np.ndarray, dtype: np.dtype, threads: int) -> tuple[int, int, int]:
+def pointwise_tile(dims: np.ndarray, dtype: np.dtype, threads: int,
+                   isa: str | None = None) -> tuple[int, int, int]:
     """(kc, panels, row tiles) per task of pointwise_gemm.
 
     K blocks of at most ``kc`` of the machine context (one panel fills half
@@ -400,7 +404,7 @@ def pointwise_tile(dims: np.ndarray, dtype: np.dtype, threads: int) -> tuple[int
     tasks make whole rounds for the threads.
     """
     images, groups, m, n, k = (max(int(v), 1) for v in dims[:5])  # (no images: any tile)
-    rt = register_tile(dtype)
+    rt = register_tile(dtype, isa)
     cb = machine.blocks(rt)
     kc = ceil_div(k, ceil_div(k, cb.kc))
     panels = ceil_div(n, rt.nr)
@@ -447,7 +451,8 @@ INDIRECT_MIN_FLOPS = 10**8
 POINTWISE_MAX_FLOPS = 2 * 10**8
 
 
-def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool = False) -> str:
+def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool = False,
+                     isa: str | None = None) -> str:
     """The dispatcher's rule, in order of preference.
 
     1x1, stride-1, unpadded layers are plain GEMMs: ``pointwise_gemm`` on
@@ -487,18 +492,18 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
     """
     if is_depthwise(g):
         return "direct_depthwise"
-    wide = wide_panels(dtype)
-    one_block = few_pixels(g, dtype) and (layout == "NCHW" or wide)
+    wide = wide_panels(dtype, isa)
+    one_block = few_pixels(g, dtype, isa) and (layout == "NCHW" or wide)
     if is_pointwise(g):
         # One block of tiles on a wide tile: indirect_gemm splits the weight
         # over the tasks, where pointwise_gemm's row blocks each pack all of
         # B again (decisions.md, "1x1 layers with few pixels").
-        if wide and one_block and indirect_fits(g, dtype, prepacked):
+        if wide and one_block and indirect_fits(g, dtype, prepacked, isa):
             return "indirect_gemm"
         return "pointwise_gemm" if g.flops < POINTWISE_MAX_FLOPS else "gemm_1x1"
     deep_ok = prepacked or g.cg * g.kh * g.kw <= 2304 or one_block or (
         layout == "NCHW" and small_images(g, dtype))
-    if deep_ok and g.flops >= INDIRECT_MIN_FLOPS and indirect_fits(g, dtype, prepacked):
+    if deep_ok and g.flops >= INDIRECT_MIN_FLOPS and indirect_fits(g, dtype, prepacked, isa):
         return "indirect_gemm"
     return "im2col_gemm"
 
@@ -514,21 +519,21 @@ def indirect_tiles(g: Geometry, images: int, mr: int) -> int:
     return ceil_div(max(images, 1) * g.p * g.q, mr)
 
 
-def few_pixels(g: Geometry, dtype: np.dtype) -> bool:
+def few_pixels(g: Geometry, dtype: np.dtype, isa: str | None = None) -> bool:
     """Whether a call's output pixels make one block of indirect_gemm tiles (in bytes:
     384 float32 pixels, 192 float64)."""
-    mr = register_tile(dtype).mr
+    mr = register_tile(dtype, isa).mr
     return indirect_tiles(g, g.n, mr) * mr * dtype.itemsize <= ONE_BLOCK_PIXELS * 4
 
 
-def wide_panels(dtype: np.dtype) -> bool:
+def wide_panels(dtype: np.dtype, isa: str | None = None) -> bool:
     """Whether a weight panel row spans two cache lines (NR * itemsize >= 128: AVX-512's tile).
 
     Then a task's piece of each HWIO weight row is two lines, not one, and
     indirect_gemm wins the deep NHWC layers and the 1x1 layers whose pixels
     make one block of tiles (decisions.md).
     """
-    return register_tile(dtype).nr * np.dtype(dtype).itemsize >= 128
+    return register_tile(dtype, isa).nr * np.dtype(dtype).itemsize >= 128
 
 
 def small_images(g: Geometry, dtype: np.dtype) -> bool:
@@ -537,7 +542,8 @@ def small_images(g: Geometry, dtype: np.dtype) -> bool:
 
 
 def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
-                  prepacked: bool = False, layout: str = "NCHW") -> tuple[int, int, int, bool]:
+                  prepacked: bool = False, layout: str = "NCHW",
+                  isa: str | None = None) -> tuple[int, int, int, bool]:
     """(kc, tiles per task, weight panels per task, pack the weight once) of indirect_gemm.
 
     kc: K blocks of at most the machine context's ``kc`` (one block of MR
@@ -557,7 +563,7 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
     (``prepacked``).
     """
     k = g.cg * g.kh * g.kw
-    rt = register_tile(dtype)
+    rt = register_tile(dtype, isa)
     cb = machine.blocks(rt)
     kc_max = cb.kc // 2 if layout == "NCHW" and g.stride[0] > 1 else cb.kc
     kc = ceil_div(k, ceil_div(k, kc_max))  # even blocks
@@ -585,7 +591,8 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
     return kc, per, per_task, blocks > 2 and not prepacked
 
 
-def packed_tile(g: Geometry, dtype: np.dtype, threads: int) -> tuple[int, int, int]:
+def packed_tile(g: Geometry, dtype: np.dtype, threads: int,
+                isa: str | None = None) -> tuple[int, int, int]:
     """(kc, nc, mc) of a packed_gemm task.
 
     A tile of kc x nc column-matrix values stays in L2 (kc the machine
@@ -597,7 +604,7 @@ def packed_tile(g: Geometry, dtype: np.dtype, threads: int) -> tuple[int, int, i
     which is cheap next to the weight traffic of a small, deep layer).
     """
     k = g.cg * g.kh * g.kw
-    rt = register_tile(dtype)
+    rt = register_tile(dtype, isa)
     kc = ceil_div(k, ceil_div(k, machine.blocks(rt).kc))
     nr, mr = rt.nr, rt.mr
     total = max(g.n, 1) * g.p * g.q
@@ -621,17 +628,18 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
     ``prepacked``: the weight comes as a ``PackedWeight`` whose panels
     indirect_gemm can use (the same layout, groups and dtype).
     """
+    isa = machine.variant()  # one variant for the whole plan, recorded in it
     if algorithm == "auto":
-        algorithm = choose_algorithm(g, layout.name, np.dtype(dtype), prepacked)
+        algorithm = choose_algorithm(g, layout.name, np.dtype(dtype), prepacked, isa)
     elif algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm: expected 'auto' or one of {list(ALGORITHMS)}, got "
                          f"{algorithm!r}")
     elif algorithm in ("gemm_1x1", "pointwise_gemm") and not is_pointwise(g):
         raise ValueError(f"algorithm: {algorithm!r} needs a 1x1 kernel, stride 1 and no "
                          f"padding, got kernel {g.kh}x{g.kw}, stride {g.stride}, padding {g.pads}")
-    elif algorithm == "packed_gemm" and not packable(g, layout.name, dtype):
+    elif algorithm == "packed_gemm" and not packable(g, layout.name, dtype, isa):
         raise ValueError(f"algorithm: 'packed_gemm' needs layout 'NCHW' and at least "
-                         f"{register_tile(dtype).mr} output channels per group (the register "
+                         f"{register_tile(dtype, isa).mr} output channels per group (the register "
                          f"tile's rows), got layout {layout.name!r} with {g.og}")
     elif algorithm == "direct_depthwise" and not is_depthwise(g):
         raise ValueError("algorithm: 'direct_depthwise' needs groups == input channels > 1, got "
@@ -644,7 +652,7 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
                     gemm_n=0, gemm_k=0, gemm_calls=0, gemm_batched=False,
                     batch_chunk=max(g.n, 1), row_chunk=g.p, workspace_bytes=0,
                     max_workspace_bytes=limit, threads=numba.get_num_threads(),
-                    tables=IndexTables.build(g))
+                    tables=IndexTables.build(g), isa=isa)
     threads = numba.get_num_threads()
     if algorithm == "pointwise_gemm":
         dims = pointwise_dims(g, layout.name)
@@ -653,31 +661,31 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
                     gemm_n=n, gemm_k=k, gemm_calls=images * groups if g.n else 0,
                     gemm_batched=False, batch_chunk=max(g.n, 1), row_chunk=g.p,
                     workspace_bytes=0, max_workspace_bytes=limit, threads=threads,
-                    tile=pointwise_tile(dims, dtype, threads), dims=dims)
+                    tile=pointwise_tile(dims, dtype, threads, isa), dims=dims, isa=isa)
     if algorithm == "packed_gemm":
-        kc, nc, mc = packed_tile(g, dtype, threads)
+        kc, nc, mc = packed_tile(g, dtype, threads, isa)
         return Plan(algorithm, layout=layout.name, dtype=dtype.name, geometry=g, gemm_m=g.og,
                     gemm_n=g.n * g.p * g.q, gemm_k=g.cg * g.kh * g.kw, gemm_calls=g.groups,
                     gemm_batched=False, batch_chunk=max(g.n, 1), row_chunk=g.p,
                     workspace_bytes=threads * kc * nc * item, max_workspace_bytes=limit,
-                    threads=threads, tables=IndexTables.build(g), tile=(kc, nc, mc))
+                    threads=threads, tables=IndexTables.build(g), tile=(kc, nc, mc), isa=isa)
     if algorithm == "indirect_gemm":
         # Whole images per chunk (a padded image cannot be split); at least one.
-        per_image = _indirect_bytes(g, dtype, 1) - _indirect_bytes(g, dtype, 0)
-        room = limit - _indirect_bytes(g, dtype, 0, panels=not prepacked)  # (at most)
+        per_image = _indirect_bytes(g, dtype, 1, isa=isa) - _indirect_bytes(g, dtype, 0, isa=isa)
+        room = limit - _indirect_bytes(g, dtype, 0, panels=not prepacked, isa=isa)  # (at most)
         fit = (room // per_image if room > 0 else 1) if per_image else g.n  # x read in place
         bc = max(1, min(max(g.n, 1), fit))
         bc = ceil_div(max(g.n, 1), ceil_div(max(g.n, 1), bc))  # balanced chunks
-        tile = indirect_tile(g, dtype, bc, threads, prepacked, layout.name)
+        tile = indirect_tile(g, dtype, bc, threads, prepacked, layout.name, isa)
         return Plan(algorithm, layout=layout.name, dtype=dtype.name, geometry=g,
                     gemm_m=bc * g.p * g.q, gemm_n=g.og, gemm_k=g.cg * g.kh * g.kw,
                     gemm_calls=g.groups * ceil_div(g.n, bc) if g.n else 0, gemm_batched=False,
                     batch_chunk=bc, row_chunk=g.p,
-                    workspace_bytes=_indirect_bytes(g, dtype, bc, panels=tile[3]) if g.n else 0,
+                    workspace_bytes=_indirect_bytes(g, dtype, bc, tile[3], isa) if g.n else 0,
                     max_workspace_bytes=limit, threads=threads, tables=IndexTables.build(g),
                     tile=tile,
                     offsets=indirect_offsets(g, layout.name),
-                    dims=indirect_dims(g, layout.name, bc), prepacked=prepacked)
+                    dims=indirect_dims(g, layout.name, bc), prepacked=prepacked, isa=isa)
     nchw = layout.name == "NCHW"
     batched = gemm_batched(g, layout.name)
     kk = g.kh * g.kw
@@ -706,7 +714,7 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
                 gemm_batched=batched, batch_chunk=bc, row_chunk=rc,
                 workspace_bytes=bc * rc * row_bytes if g.n else 0,
                 max_workspace_bytes=limit, threads=numba.get_num_threads(),
-                tables=None if algorithm == "gemm_1x1" else IndexTables.build(g))
+                tables=None if algorithm == "gemm_1x1" else IndexTables.build(g), isa=isa)
 
 
 # --------------------------------------------------------------------------
