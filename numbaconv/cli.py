@@ -580,6 +580,12 @@ def main(argv=None) -> int:
             raise UsageError("numbaconv: expected a command: bench, explain or info "
                              "(numbaconv --help says more)")
         args.argv = argv
+        from . import machine
+
+        try:
+            machine.variant()  # a bad NUMBACONV_ISA is a usage error, not a traceback
+        except ValueError as err:
+            raise UsageError(f"numbaconv: {err}") from None
         return {"bench": cmd_bench, "explain": cmd_explain, "info": cmd_info}[args.command](args)
     except UsageError as err:
         print(str(err).splitlines()[0], file=sys.stderr)

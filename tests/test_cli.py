@@ -430,3 +430,12 @@ def test_help_exits_0(capsys):
                    "--quiet",
                    "--resume"):
         assert option in out
+
+
+def test_a_bad_numbaconv_isa_is_one_line_and_status_2():
+    env = {**os.environ, "NUMBACONV_ISA": "bogus"}
+    proc = subprocess.run([sys.executable, "-m", "numbaconv", "info"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "NUMBACONV_ISA" in proc.stderr
+    assert "'bogus'" in proc.stderr and "Traceback" not in proc.stderr
