@@ -12,22 +12,16 @@ each thread count.  What is left is Python and the launches themselves.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import numbaconv
 from numbaconv._execute import RUNNERS, _bias_arg, _indirect_launch, workspace
+from numbaconv.bench import measure
 
 
 def median_time(call, calls: int) -> float:
-    call()
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return measure(call, calls).median  # the bench's rule: first call, warm-up, then calls
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -17,13 +17,13 @@ NR = NV x lanes must be a power of two.  Candidates compile on first use
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import replace
 
 import numpy as np
 
 import numbaconv
 from numbaconv import machine
+from numbaconv.bench import measure
 
 LAYERS = [  # (C, H=W, O, kernel, stride, padding)
     (64, 56, 64, 3, 1, 1), (128, 28, 128, 3, 1, 1), (256, 14, 256, 3, 1, 1),
@@ -32,13 +32,7 @@ LAYERS = [  # (C, H=W, O, kernel, stride, padding)
 
 
 def median_time(call, calls: int) -> float:
-    call()
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return measure(call, calls).median  # the bench's rule: first call, warm-up, then calls
 
 
 def main() -> None:
