@@ -269,14 +269,17 @@ def is_depthwise(g: Geometry) -> bool:
     return g.groups == g.c > 1
 
 
-def register_tile(dtype, isa: str | None = None) -> RegisterTile:
-    """The register tile of ``isa`` (default: the variant in use) for ``dtype``."""
+def tile_for(dtype, isa: str | None = None) -> RegisterTile:
+    """The register tile of ``isa`` (default: the variant in use) for ``dtype``.
+
+    (``machine.register_tile(isa, dtype)`` with the variant made optional.)
+    """
     return machine.register_tile(isa or machine.variant(), np.dtype(dtype))
 
 
 def packable(g: Geometry, layout: str, dtype, isa: str | None = None) -> bool:
     """packed_gemm's conditions: NCHW, and at least one register tile of output channels."""
-    return layout == "NCHW" and g.og >= register_tile(dtype, isa).mr
+    return layout == "NCHW" and g.og >= tile_for(dtype, isa).mr
 
 
 def gemm_batched(g: Geometry, layout: str) -> bool:
@@ -314,7 +317,7 @@ def indirect_padded(g: Geometry) -> tuple[int, int] | None:
 def panel_shape(groups: int, og: int, k: int, dtype: np.dtype,
                 isa: str | None = None) -> tuple[int, int, int, int]:
     """The weight as indirect_gemm's panels: (groups, panels of NR channels, K, NR)."""
-    nr = register_tile(dtype, isa).nr
+    nr = tile_for(dtype, isa).nr
     return groups, ceil_div(og, nr), k, nr
 
 
@@ -404,7 +407,7 @@ def pointwise_tile(dims: np.ndarray, dtype: np.dtype, threads: int,
     tasks make whole rounds for the threads.
     """
     images, groups, m, n, k = (max(int(v), 1) for v in dims[:5])  # (no images: any tile)
-    rt = register_tile(dtype, isa)
+    rt = tile_for(dtype, isa)
     cb = machine.blocks(rt)
     kc = ceil_div(k, ceil_div(k, cb.kc))
     panels = ceil_div(n, rt.nr)
@@ -498,7 +501,7 @@ def choose_algorithm(g: Geometry, layout: str, dtype: np.dtype, prepacked: bool 
         # One block of tiles on a wide tile: indirect_gemm splits the weight
         # over the tasks, where pointwise_gemm's row blocks each pack all of
         # B again (decisions.md, "1x1 layers with few pixels").
-        if wide and one_block and indirect_fits(g, dtype, prepacked, isa):
+        if wide and few_pixels(g, dtype, isa) and indirect_fits(g, dtype, prepacked, isa):
             return "indirect_gemm"
         return "pointwise_gemm" if g.flops < POINTWISE_MAX_FLOPS else "gemm_1x1"
     deep_ok = prepacked or g.cg * g.kh * g.kw <= 2304 or one_block or (
@@ -522,7 +525,7 @@ def indirect_tiles(g: Geometry, images: int, mr: int) -> int:
 def few_pixels(g: Geometry, dtype: np.dtype, isa: str | None = None) -> bool:
     """Whether a call's output pixels make one block of indirect_gemm tiles (in bytes:
     384 float32 pixels, 192 float64)."""
-    mr = register_tile(dtype, isa).mr
+    mr = tile_for(dtype, isa).mr
     return indirect_tiles(g, g.n, mr) * mr * dtype.itemsize <= ONE_BLOCK_PIXELS * 4
 
 
@@ -533,7 +536,7 @@ def wide_panels(dtype: np.dtype, isa: str | None = None) -> bool:
     indirect_gemm wins the deep NHWC layers and the 1x1 layers whose pixels
     make one block of tiles (decisions.md).
     """
-    return register_tile(dtype, isa).nr * np.dtype(dtype).itemsize >= 128
+    return tile_for(dtype, isa).nr * np.dtype(dtype).itemsize >= 128
 
 
 def small_images(g: Geometry, dtype: np.dtype) -> bool:
@@ -563,7 +566,7 @@ def indirect_tile(g: Geometry, dtype: np.dtype, images: int, threads: int,
     (``prepacked``).
     """
     k = g.cg * g.kh * g.kw
-    rt = register_tile(dtype, isa)
+    rt = tile_for(dtype, isa)
     cb = machine.blocks(rt)
     kc_max = cb.kc // 2 if layout == "NCHW" and g.stride[0] > 1 else cb.kc
     kc = ceil_div(k, ceil_div(k, kc_max))  # even blocks
@@ -604,7 +607,7 @@ def packed_tile(g: Geometry, dtype: np.dtype, threads: int,
     which is cheap next to the weight traffic of a small, deep layer).
     """
     k = g.cg * g.kh * g.kw
-    rt = register_tile(dtype, isa)
+    rt = tile_for(dtype, isa)
     kc = ceil_div(k, ceil_div(k, machine.blocks(rt).kc))
     nr, mr = rt.nr, rt.mr
     total = max(g.n, 1) * g.p * g.q
@@ -639,7 +642,7 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
                          f"padding, got kernel {g.kh}x{g.kw}, stride {g.stride}, padding {g.pads}")
     elif algorithm == "packed_gemm" and not packable(g, layout.name, dtype, isa):
         raise ValueError(f"algorithm: 'packed_gemm' needs layout 'NCHW' and at least "
-                         f"{register_tile(dtype, isa).mr} output channels per group (the register "
+                         f"{tile_for(dtype, isa).mr} output channels per group (the register "
                          f"tile's rows), got layout {layout.name!r} with {g.og}")
     elif algorithm == "direct_depthwise" and not is_depthwise(g):
         raise ValueError("algorithm: 'direct_depthwise' needs groups == input channels > 1, got "

@@ -17,7 +17,7 @@ from strategies import DTYPES, arrays_for, conv_problems, reference_for
 import numbaconv
 from numbaconv import machine
 from numbaconv._execute import RUNNERS
-from numbaconv._plan import register_tile
+from numbaconv._plan import tile_for
 
 # Every ISA variant this host runs, in turn (conftest.isa): one register tile each.
 pytestmark = pytest.mark.usefixtures("isa")
@@ -30,7 +30,7 @@ MR = ROWS[-1]
 
 
 def _runnable_here(prob):
-    assume(prob["o"] // prob["groups"] >= register_tile("float32").mr)
+    assume(prob["o"] // prob["groups"] >= tile_for("float32").mr)
 
 
 def _kwargs(prob):
@@ -57,8 +57,8 @@ def test_any_tile_sizes_matchreference_for(prob, dtype, data):
     plan = numbaconv.explain(x, w, b, algorithm="packed_gemm", **_kwargs(prob))
     k = plan.gemm_k
     tile = (data.draw(st.integers(1, k), label="kc"),
-            register_tile(plan.dtype).nr * data.draw(st.integers(1, 4), label="panels"),
-            data.draw(st.integers(register_tile(plan.dtype).mr, prob["o"] // prob["groups"]),
+            tile_for(plan.dtype).nr * data.draw(st.integers(1, 4), label="panels"),
+            data.draw(st.integers(tile_for(plan.dtype).mr, prob["o"] // prob["groups"]),
                       label="mc"))
     if prob["n"]:
         RUNNERS["packed_gemm"](dataclasses.replace(plan, tile=tile), x, w, b, y)
@@ -95,7 +95,7 @@ def test_explain_shows_the_tiles():
     plan = numbaconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1,
                              algorithm="packed_gemm")
     kc, nc, mc = plan.tile
-    assert 0 < kc <= 576 and nc % register_tile("float32").nr == 0 and MR <= mc <= 64
+    assert 0 < kc <= 576 and nc % tile_for("float32").nr == 0 and MR <= mc <= 64
     assert plan.workspace_bytes <= plan.threads * kc * nc * 4
     assert "packed per thread" in str(plan)
     assert numbaconv.explain((1, 64, 28, 28), (64, 64, 3, 3), padding=1).tile is None

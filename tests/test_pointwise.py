@@ -18,7 +18,7 @@ from strategies import DTYPES, LAYOUTS
 import numbaconv
 from numbaconv import machine
 from numbaconv._execute import RUNNERS
-from numbaconv._plan import POINTWISE_MAX_FLOPS, pointwise_tile, register_tile, wide_panels
+from numbaconv._plan import POINTWISE_MAX_FLOPS, pointwise_tile, tile_for, wide_panels
 
 # Every ISA variant this host runs, in turn (conftest.isa): one register tile each.
 pytestmark = pytest.mark.usefixtures("isa")
@@ -76,7 +76,7 @@ def test_every_width_of_last_panel_matches_reference(dtype):
     # Up to half a panel, the last one runs as dot products (dot_rows), past
     # it as a register tile: every remainder of columns, with rows below,
     # at and past MR, and K with taps left over from the vector width.
-    rt = register_tile(dtype)
+    rt = tile_for(dtype)
     nr = rt.nr
     for cols in range(1, nr):
         for o, c in ((3, 5), (rt.mr, 17), (rt.mr + 7, 12)):
