@@ -21,12 +21,24 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 # every shape computation.  Axes are given in the canonical order
 # (N, C, H, W) for activations and (O, I, KH, KW) for weights.
 # --------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Layout:
+    """One memory layout: where each axis sits, and what follows from that.
+
+    Everything that differs between NCHW and NHWC is a field or a method
+    here, so that the rest of the package asks the layout instead of
+    comparing its name.  A layout equals its name (``layout == "NHWC"``),
+    which keeps plans readable in tests and at the prompt.
+    """
+
     name: str
     x_axes: tuple[int, int, int, int]  # where N, C, H, W sit in x
     w_axes: tuple[int, int, int, int]  # where O, I, KH, KW sit in weight
     weight_name: str
+    # The channels are x's last, fastest axis.  Then the GEMMs run as
+    # cols @ W with the batch's pixels in M (one GEMM for the whole batch);
+    # else as W @ cols, the weight on the left, one GEMM per image.
+    channels_last: bool
 
     def x_shape(self, n: int, c: int, h: int, w: int) -> tuple[int, ...]:
         return _place((n, c, h, w), self.x_axes)
@@ -45,6 +57,44 @@ class Layout:
     def x_desc(self) -> str:
         return "(" + ", ".join(self.name) + ")"
 
+    @property
+    def channel_axis(self) -> int:
+        return self.x_axes[1]
+
+    @property
+    def spatial_axes(self) -> tuple[int, int]:
+        return self.x_axes[2], self.x_axes[3]
+
+    def bias_shape(self, o: int) -> tuple[int, ...]:
+        """The shape that broadcasts a per-channel bias over one image of x."""
+        return (o,) if self.channels_last else (o, 1, 1)
+
+    def crop(self, x: np.ndarray, h: int, w: int) -> np.ndarray:
+        """x's first ``h`` rows and ``w`` columns (a view)."""
+        index = [slice(None)] * x.ndim
+        index[self.x_axes[2]], index[self.x_axes[3]] = slice(h), slice(w)
+        return x[tuple(index)]
+
+    def cols_desc(self) -> str:
+        """The im2col matrix of one image, as ``im2col`` returns it."""
+        return "(N, L, KH*KW*C)" if self.channels_last else "(N, C*KH*KW, L)"
+
+    @property
+    def cols_axes(self) -> tuple[int, int]:
+        """(rows axis, patches axis) of that (N, ...) matrix."""
+        return (2, 1) if self.channels_last else (1, 2)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, str):
+            return other.upper() == self.name
+        return isinstance(other, Layout) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __str__(self) -> str:
+        return self.name
+
 
 def _place(values, axes):
     out = [0] * 4
@@ -54,9 +104,12 @@ def _place(values, axes):
 
 
 LAYOUTS = {
-    "NCHW": Layout("NCHW", x_axes=(0, 1, 2, 3), w_axes=(0, 1, 2, 3), weight_name="OIHW"),
-    "NHWC": Layout("NHWC", x_axes=(0, 3, 1, 2), w_axes=(3, 2, 0, 1), weight_name="HWIO"),
+    "NCHW": Layout("NCHW", x_axes=(0, 1, 2, 3), w_axes=(0, 1, 2, 3), weight_name="OIHW",
+                   channels_last=False),
+    "NHWC": Layout("NHWC", x_axes=(0, 3, 1, 2), w_axes=(3, 2, 0, 1), weight_name="HWIO",
+                   channels_last=True),
 }
+NCHW, NHWC = LAYOUTS["NCHW"], LAYOUTS["NHWC"]
 
 
 def layout_of(layout) -> Layout:
