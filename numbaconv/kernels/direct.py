@@ -12,7 +12,16 @@ the weight propagates exactly as in a convolution of the padded input.
 import numpy as np
 from numba import prange
 
-from ._copy import U
+from ._copy import (
+    U,
+    copy_run,
+    dot_row,
+    fill_zero,
+    gather_row,
+    mul_add_run,
+    mul_add_zero,
+    scatter_row,
+)
 from ._registry import kernel
 
 
@@ -50,6 +59,18 @@ def depthwise_nchw(x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw
     okw = np.empty(kw_n, np.int64)  # tap kw's offset in the phase-split plane
     for kw in range(kw_n):
         okw[kw] = ((kw * dw) % sw) * hp * wq + (kw * dw) // sw
+    # Phase ph's columns jj*sw + ph as a gather row: its table and its
+    # interior (before <= j < before + W), as IndexTables.wtab and wint.
+    ptab = np.full((sw, wq), -1, np.int64)
+    pint = np.empty((sw, 3), np.int64)
+    for ph in range(sw):
+        for jj in range(wq):
+            if jj * sw + ph < wp:
+                ptab[ph, jj] = pcol[jj * sw + ph]
+        lo = min(max((before - ph + sw - 1) // sw, 0), wq)
+        pint[ph, 0] = lo
+        pint[ph, 1] = max(min((before + w_n - ph + sw - 1) // sw, wq), lo)
+        pint[ph, 2] = ph - before
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
     wf = w.reshape(w.size)
@@ -60,27 +81,13 @@ def depthwise_nchw(x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw
         pad = np.empty(sw * hp * wq, x.dtype)
         for i in range(hp):
             r = prow[i]
-            src = plane + r * w_n
             for ph in range(sw):
                 d = (ph * hp + i) * wq
                 if r < 0:
-                    for jj in range(wq):
-                        pad[U(d + jj)] = 0
-                    continue
-                # columns j = jj*sw + ph; the interior (before <= j < before + W) is a
-                # straight (strided) copy, the rest goes through the table
-                lo = min(max((before - ph + sw - 1) // sw, 0), wq)
-                hi = max(min((before + w_n - ph + sw - 1) // sw, wq), lo)
-                for jj in range(lo):
-                    col = pcol[jj * sw + ph]
-                    pad[U(d + jj)] = xf[U(src + col)] if col >= 0 else 0
-                s0 = src + ph - before
-                for jj in range(lo, hi):
-                    pad[U(d + jj)] = xf[U(s0 + jj * sw)]
-                for jj in range(hi, wq):
-                    j = jj * sw + ph
-                    col = pcol[j] if j < wp else -1
-                    pad[U(d + jj)] = xf[U(src + col)] if col >= 0 else 0
+                    fill_zero(pad, d, wq)
+                else:
+                    gather_row(pad, d, xf, plane + r * w_n, ptab, ph, pint[ph, 0], pint[ph, 1],
+                               pint[ph, 2], sw, wq)
         acc = np.zeros(p_n * width, x.dtype)
         for kh in range(kh_n):
             wk = (o * kh_n + kh) * kw_n
@@ -177,21 +184,9 @@ def depthwise_grad_input_nchw(gout, w, gx, htab, wtab, wint, sw):
                     a, z, off = wint[kw, 0], wint[kw, 1], wint[kw, 2]
                     for p in range(p_n):
                         h = htab[kh, p]
-                        if h < 0:
-                            continue
-                        drow = plane + h * w_n
-                        s = base + p * q_n
-                        for q in range(a):
-                            col = wtab[kw, q]
-                            if col >= 0:
-                                xf[U(drow + col)] += wv * gf[U(s + q)]
-                        d = drow + off
-                        for q in range(a, z):
-                            xf[U(d + q * sw)] += wv * gf[U(s + q)]
-                        for q in range(z, q_n):
-                            col = wtab[kw, q]
-                            if col >= 0:
-                                xf[U(drow + col)] += wv * gf[U(s + q)]
+                        if h >= 0:
+                            scatter_row(xf, plane + h * w_n, gf, base + p * q_n, wtab, kw, a, z,
+                                        off, sw, q_n, wv)
 
 
 @kernel("depthwise_grad_weight", "NCHW", "x_in", "x_in", "x_out", "t2", "t2", "t2", "i")
@@ -220,17 +215,9 @@ def depthwise_grad_weight_nchw(x, gout, gw, htab, wtab, wint, sw):
                         if h < 0:  # padding reads zeros: 0 * gout, as the GEMM path does
                             for q in range(q_n):
                                 acc += gf[U(s + q)] * 0.0
-                            continue
-                        srow = plane + h * w_n
-                        for q in range(a):
-                            col = wtab[kw, q]
-                            acc += gf[U(s + q)] * (xf[U(srow + col)] if col >= 0 else 0.0)
-                        r = srow + off
-                        for q in range(a, z):
-                            acc += gf[U(s + q)] * xf[U(r + q * sw)]
-                        for q in range(z, q_n):
-                            col = wtab[kw, q]
-                            acc += gf[U(s + q)] * (xf[U(srow + col)] if col >= 0 else 0.0)
+                        else:
+                            acc = dot_row(acc, gf, s, xf, plane + h * w_n, wtab, kw, a, z, off,
+                                          sw, q_n)
                 wf[(o * kh_n + kh) * kw_n + kw] = acc
 
 
@@ -271,8 +258,7 @@ def depthwise_grad_input_nhwc(gout, w, gx, htab, wtab, cblock):
                         d = ((n * h_n + h) * w_n + col) * c_n
                         wb = (kh * kw_n + kw) * o_n
                         if m == 1:
-                            for c in range(c0, c1):
-                                xf[U(d + c)] += wf[U(wb + c)] * gf[U(s + c)]
+                            mul_add_run(xf, d + c0, wf, wb + c0, gf, s + c0, c1 - c0)
                         else:
                             for c in range(c0, c1):
                                 for j in range(m):
@@ -299,7 +285,8 @@ def depthwise_grad_weight_nhwc(x, gout, gw, htab, wtab, oblock):
     for blk in prange(nblocks):
         o0 = blk * oblock
         o1 = min(o0 + oblock, o_n)
-        acc = np.zeros((kh_n * kw_n, o1 - o0))
+        ob = o1 - o0
+        acc = np.zeros(kh_n * kw_n * ob)  # acc[k*ob + o - o0], k = kh*KW + kw
         for n in range(n_n):
             for p in range(p_n):
                 for q in range(q_n):
@@ -310,12 +297,13 @@ def depthwise_grad_weight_nhwc(x, gout, gw, htab, wtab, oblock):
                             col = wtab[kw, q]
                             k = kh * kw_n + kw
                             if h < 0 or col < 0:  # padding: 0 * gout, as the GEMM path does
-                                for o in range(o0, o1):
-                                    acc[k, o - o0] += gf[U(s + o)] * 0.0
+                                mul_add_zero(acc, k * ob, gf, s + o0, ob)
                                 continue
                             d = ((n * h_n + h) * w_n + col) * c_n
-                            for o in range(o0, o1):
-                                acc[k, o - o0] += gf[U(s + o)] * xf[U(d + o // m)]
+                            if m == 1:
+                                mul_add_run(acc, k * ob, gf, s + o0, xf, d + o0, ob)
+                            else:
+                                for o in range(o0, o1):
+                                    acc[U(k * ob + o - o0)] += gf[U(s + o)] * xf[U(d + o // m)]
         for k in range(kh_n * kw_n):
-            for o in range(o0, o1):
-                wf[U(k * o_n + o)] = acc[k, o - o0]
+            copy_run(wf, k * o_n + o0, acc, k * ob, ob)
