@@ -16,7 +16,8 @@ import argparse
 import numpy as np
 
 import numbaconv
-from numbaconv._execute import RUNNERS, _bias_arg, _indirect_launch, workspace
+from numbaconv._execute import bias_arg, workspace
+from numbaconv.algorithms import REGISTRY
 from numbaconv.bench import measure
 
 
@@ -41,9 +42,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal(args.shape, dtype=np.float32)
     w = rng.standard_normal(args.weight, dtype=np.float32)
-    if args.layout == "NHWC":
-        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        w = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+    layout = numbaconv._args.layout_of(args.layout)  # x and w made in NCHW/OIHW order
+    x = np.ascontiguousarray(x.transpose(layout.from_nchw))
+    w = np.ascontiguousarray(w.transpose(tuple(layout.w_axes.index(a) for a in range(4))))
     kw = dict(stride=args.stride, padding=args.padding, layout=args.layout)
     print(f"# {numbaconv.machine.describe()}")
     for threads in args.threads:
@@ -55,24 +56,24 @@ def parts(x, w, kw: dict, calls: int) -> str:
     """The whole runner's time and its launches' times, as one line."""
     plan = numbaconv.explain(x, w, algorithm="indirect_gemm", **kw)
     out = np.empty(numbaconv.conv2d(x, w, **kw).shape, np.float32)
-    whole = median_time(lambda: RUNNERS["indirect_gemm"](plan, x, w, None, out), calls)
-    pshape, nwp, pack, pad, conv = _indirect_launch(plan)
-    kc, per, per_task, prepack = plan.tile
+    whole = median_time(lambda: REGISTRY["indirect_gemm"].run(plan, x, w, None, out), calls)
+    launch, tile = plan.launch, plan.tile
     buf = workspace(plan.workspace_bytes, x.dtype)
-    wf, wpk = w.reshape(-1), buf[:nwp]
-    t_pack = median_time(lambda: pack(wf, plan.dims[10], plan.dims[11], wpk.reshape(pshape)),
-                         calls) if prepack else 0.0
+    wf, wpk = w.reshape(-1), buf[:launch.npanel]
+    t_pack = median_time(lambda: launch.pack(wf, tile.dims.w_k, tile.dims.w_o,
+                                             wpk.reshape(launch.pshape)),
+                         calls) if tile.pack_once else 0.0
     nb = plan.batch_chunk
     xp, t_pad = x[:nb], 0.0
-    if pad is not None:
-        kernel, size, shape, tables = pad
-        xp = buf[nwp : nwp + nb * size].reshape((nb, *shape))
+    if launch.pad is not None:
+        kernel, size, shape, tables = launch.pad
+        xp = buf[launch.npanel : launch.npanel + nb * size].reshape((nb, *shape))
         t_pad = median_time(lambda: kernel(x[:nb], xp, *tables), calls)
-    b, has_bias = _bias_arg(None, x.dtype)
-    dims = plan.dims.copy()
-    dims[0] = nb
-    t_conv = median_time(lambda: conv(xp.reshape(-1), wf, wpk, b, has_bias, out[:nb].reshape(-1),
-                                      plan.offsets, dims, kc, per, per_task), calls)
+    b, has_bias = bias_arg(None, x.dtype)
+    dims = tile.dims.vector  # a whole chunk of nb images
+    t_conv = median_time(lambda: launch.conv(xp.reshape(-1), wf, wpk, b, has_bias,
+                                             out[:nb].reshape(-1), tile.offsets, dims, tile.kc,
+                                             tile.tiles, tile.panels), calls)
     chunks = -(-plan.geometry.n // nb)
     rest = whole - chunks * (t_pad + t_conv) - t_pack
     kernel_time = chunks * t_conv

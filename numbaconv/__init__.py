@@ -1,8 +1,11 @@
 """numbaconv: fast CPU 2-D convolution in pure Python and Numba.
 
-Numba ``@njit(parallel=True)`` im2col/col2im kernels feed NumPy's BLAS-backed
-matmul; a dispatcher picks the algorithm per problem and caches both plans
-and compiled kernels.  Both PyTorch's NCHW/OIHW and TensorFlow/JAX's
+Most 3x3 and small 1x1 layers run a register-tiled GEMM micro-kernel written
+through Numba that reads the input in place (``indirect_gemm``,
+``pointwise_gemm``); large 1x1 layers and the rest go to NumPy's BLAS matmul,
+directly or after an im2col gather; depthwise layers run a direct kernel.  A
+dispatcher picks the algorithm per problem and caches both plans and
+compiled kernels.  Both PyTorch's NCHW/OIHW and TensorFlow/JAX's
 NHWC/HWIO layouts are native.
 """
 

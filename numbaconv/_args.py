@@ -65,6 +65,11 @@ class Layout:
     def spatial_axes(self) -> tuple[int, int]:
         return self.x_axes[2], self.x_axes[3]
 
+    @property
+    def from_nchw(self) -> tuple[int, int, int, int]:
+        """The transpose from an (N, C, H, W) array to this layout; ``x_axes`` undoes it."""
+        return tuple(self.x_axes.index(a) for a in range(4))  # type: ignore[return-value]
+
     def bias_shape(self, o: int) -> tuple[int, ...]:
         """The shape that broadcasts a per-channel bias over one image of x."""
         return (o,) if self.channels_last else (o, 1, 1)

@@ -1,19 +1,13 @@
 """Threading-layer traps, handled in one place.
 
-1. Spinning OpenMP threads.  Numba's default layer here is GNU OpenMP.  After
-   a ``prange`` loop its worker threads spin for GOMP_SPINCOUNT iterations
-   (300,000 by default) before sleeping, and an OpenBLAS GEMM that follows at
-   once competes with them for the cores.  Measured on a 2-core EPYC with an
-   early, slower gather: a gather + GEMM pair took 8.0 ms against 2.0 ms for
-   the GEMM alone; with GOMP_SPINCOUNT=10000 it took 2.2 ms.
-   OMP_WAIT_POLICY=PASSIVE fixes the GEMM too but makes every parallel launch
-   cost ~105 us instead of ~3 us.  (Re-measured with the current gather, the
-   settings were equal within the machine's noise: this is a guard against
-   the worst case.)  So, unless the user chose a policy, numbaconv starts
-   Numba's thread pool on import with GOMP_SPINCOUNT=10000 in the
-   environment, then restores the environment.  libgomp reads it once, when
-   loaded, so only Numba's libgomp sees it: a library loaded later with its
-   own OpenMP runtime (PyTorch bundles one) keeps its defaults.
+1. Spinning OpenMP threads.  After a ``prange`` loop, GNU OpenMP's workers
+   spin (GOMP_SPINCOUNT, 300,000 by default) and an OpenBLAS GEMM that
+   follows competes with them for the cores.  So, unless the user chose a
+   policy, numbaconv starts Numba's thread pool on import with
+   GOMP_SPINCOUNT=10000 in the environment, then restores the environment:
+   libgomp reads it once, when loaded, so a library loaded later with its
+   own OpenMP runtime (PyTorch bundles one) keeps its defaults.  Evidence:
+   docs/design/decisions.md, "OpenMP spin count: GOMP_SPINCOUNT=10000".
 
 2. NUMBACONV_NUM_THREADS=n sets both pools: Numba's through NUMBA_NUM_THREADS
    (read when Numba is imported, so that every Python thread gets n, not only
@@ -24,17 +18,13 @@
    once.  Under that layer every kernel launch takes ``launch_lock``.
 
 4. Spinning OpenBLAS threads.  After every threaded GEMM, OpenBLAS's idle
-   workers poll (with sched_yield) for 2^28 cycles, ~0.1 s, so a Numba kernel
-   that follows shares every core but the caller's with one of them.  A 3x3
-   NHWC layer run right after a GEMM took 4.5 ms against 2.6 ms without one.
-   Small kernels run on the calling thread instead (``config``); before a
-   large one, ``quiet_blas`` stops OpenBLAS's idle threads
+   workers poll for ~0.1 s, sharing the cores with a Numba kernel that
+   follows.  Small kernels run on the calling thread instead (``config``);
+   before a large one, ``quiet_blas`` stops OpenBLAS's idle threads
    (``blas_thread_shutdown_``, which OpenBLAS itself uses around fork()), and
-   the next threaded BLAS call starts them again.  Shortening the polling for
-   good (OPENBLAS_THREAD_TIMEOUT=16, re-read through ``openblas_read_env``)
-   helped at batch 8 as much but cost 15-25% at batch 1, where GEMMs follow
-   each other closely and each then had to wake a sleeping thread.
-   NUMBACONV_BLAS_SPIN=keep turns it off.
+   the next threaded BLAS call starts them again.  NUMBACONV_BLAS_SPIN=keep
+   turns it off.  Evidence: docs/design/decisions.md, "Stopping OpenBLAS's
+   threads before Numba kernels".
 """
 
 from __future__ import annotations

@@ -1,40 +1,24 @@
 """Gradients of conv2d: with respect to the input, the weight and the bias.
 
-Both gradients are GEMMs around the forward's gather/scatter kernels:
-
-* grad_x is col2im of ``W^T @ grad_out``: the GEMM writes a column matrix
-  and the parallel, race-free col2im (``_execute.scatter``) sums it into the
-  image.  A reflected, replicated or wrapped position was *read* from an
-  input element, so its gradient is added back to that element; the index
-  tables already encode that, which makes scatter the exact adjoint of the
-  gather.  A pointwise (1x1, stride-1, unpadded) problem needs no col2im.
-* grad_weight is ``grad_out @ cols^T`` over the im2col columns of x,
-  gathered chunk by chunk under the forward's workspace bound.
-* grad_bias is the sum of grad_out over the batch and spatial axes.
-
-Chunking and GEMM shapes follow the forward's plan (``_plan.get_plan``).
-For NCHW with small images (the plan's ``gemm_batched``) the batch joins the
-GEMMs' long dimension: the columns are gathered as (C*KH*KW, images, P*Q)
-and grad_out is copied to (O, images, P*Q), so that grad_weight is one GEMM
-per chunk rather than one thin GEMM per image, each followed by a
-weight-sized accumulation.
+The gradients are computed by the algorithm the backward rules pick
+(``algorithms.BACKWARD_RULES``): im2col_gemm's are GEMMs around the
+forward's gather and scatter kernels (grad_x is col2im of ``W^T @
+grad_out``; a reflected, replicated or wrapped position was *read* from an
+input element, so its gradient is added back to that element, which the
+index tables already encode), gemm_1x1's need no col2im, and
+direct_depthwise has direct kernels.  grad_bias is the sum of grad_out
+over the batch and spatial axes.  Chunking follows the forward's plan
+under the same workspace bound.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import _args, kernels
-from ._execute import (
-    channel_block,
-    gather,
-    quiet_fp,
-    scatter,
-    serial_below,
-    weight_matrices,
-    workspace,
-)
-from ._plan import Plan, get_plan, is_depthwise, is_pointwise
+from . import _args
+from ._execute import quiet_fp
+from ._plan import backward_plan
+from .algorithms import REGISTRY
 
 __all__ = ["conv2d_backward", "conv2d_grad_input", "conv2d_grad_weight"]
 
@@ -93,206 +77,31 @@ def _problem(x_shape, w_shape, grad_out, layout, stride, padding, dilation, grou
 # --------------------------------------------------------------------------
 # The computations, on C-contiguous 4-d arrays of the compute dtype
 # --------------------------------------------------------------------------
-def backward_plan(g: _args.Geometry, layout: _args.Layout, dtype) -> Plan:
-    """The forward's plan with a GEMM algorithm, so its chunking and tables apply.
-
-    (Depthwise problems take ``_depthwise_grad`` instead, with direct kernels.)
-    """
-    return get_plan(g, layout, dtype, "gemm_1x1" if is_pointwise(g) else "im2col_gemm")
-
-
-def _chunks(plan: Plan):
-    g = plan.geometry
-    for n0 in range(0, g.n, plan.batch_chunk):
-        nb = min(plan.batch_chunk, g.n - n0)
-        for p0 in range(0, g.p, plan.row_chunk):
-            yield n0, nb, p0, min(plan.row_chunk, g.p - p0)
-
-
-def _channel_major(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """Copy NCHW images ``src`` (nb, C, ...) into ``dst`` as (C, nb, H*W).
-
-    The batched NCHW GEMMs need the batch next to the spatial axis; this copy
-    is activation-sized, KH*KW times smaller than the columns.
-    """
-    nb, c = src.shape[:2]
-    out = dst.reshape(c, nb, -1)
-    np.copyto(out, src.reshape(nb, c, -1).transpose(1, 0, 2))
-    return out
-
-
-class _Accumulator:
-    """Sums GEMM results into ``dst``: the first straight into it, later ones via a temporary."""
-
-    def __init__(self, dst: np.ndarray):
-        self.dst, self.tmp, self.first = dst, None, True
-
-    def matmul(self, a, b) -> None:
-        if self.first:
-            np.matmul(a, b, out=self.dst)
-            self.first = False
-        else:
-            self.tmp = np.matmul(a, b, out=self.tmp)
-            self.dst += self.tmp
-
-
-def _depthwise_grad(kind: str, g, layout, dtype, a, b, shape) -> np.ndarray:
-    """grad_x (kind "depthwise_grad_input", a=grad_out, b=weight) or grad_weight
-    ("depthwise_grad_weight", a=x, b=grad_out) of a depthwise convolution.
-
-    Its GEMMs would be one (m x KH*KW) product per channel, far too thin for
-    BLAS: measured 7-8x slower than PyTorch's forward + backward at stride 1.
-    Direct kernels read through the forward's index tables instead.
-    """
-    plan = get_plan(g, layout, dtype, "direct_depthwise")
-    t = plan.tables
-    out = np.empty(shape, dtype)
-    kernel = kernels.get(kind, layout.name, plan.dtype)
-    with serial_below(a.nbytes + b.nbytes + out.nbytes):
-        if layout.name == "NCHW":
-            kernel(a, b, out, t.htab, t.wtab, t.wint, t.sw)
-        elif kind == "depthwise_grad_input":
-            kernel(a, b, out, t.htab, t.wtab,
-                   channel_block(g.c, g.n, plan.threads, plan.register_tile.vw))
-        else:  # blocks of output channels, at least 4 per thread, of at least one vector
-            kernel(a, b, out, t.htab, t.wtab,
-                   max(_args.ceil_div(g.o, 4 * plan.threads), plan.register_tile.vw))
-    return out
-
-
-@quiet_fp
 def grad_input(g, layout, dtype, w, gout) -> np.ndarray:
     """grad_x (C-contiguous, ``layout``) from weight and grad_out."""
-    if is_depthwise(g) and g.n:
-        return _depthwise_grad("depthwise_grad_input", g, layout, dtype, gout, w,
-                               layout.x_shape(g.n, g.c, g.h, g.w))
-    plan = backward_plan(g, layout, dtype)
-    pointwise = plan.algorithm == "gemm_1x1"
-    gx = (np.empty if pointwise else np.zeros)(layout.x_shape(g.n, g.c, g.h, g.w), dtype)
     if g.n == 0:
-        return gx
-    wt = weight_matrices(plan, w).transpose(0, 2, 1)  # NCHW (G, Cg*KK, Og); NHWC (G, Og, KK*Cg)
-    kk, hw = g.kh * g.kw, g.h * g.w
-    nchw = layout.name == "NCHW"
-    if pointwise and not nchw:  # x_g (NHW, Cg) = gout_g (NHW, Og) @ W_g^T, the whole batch
-        rows = g.n * hw
-        np.matmul(gout.reshape(rows, g.groups, g.og).transpose(1, 0, 2), wt,
-                  out=gx.reshape(rows, g.groups, g.cg).transpose(1, 0, 2))
-        return gx
-    if pointwise and not plan.gemm_batched:  # x[n, g] (Cg, HW) = W_g^T @ gout[n, g] (Og, HW)
-        np.matmul(wt, gout.reshape(g.n, g.groups, g.og, hw),
-                  out=gx.reshape(g.n, g.groups, g.cg, hw))
-        return gx
-    buf = workspace(plan.workspace_bytes, dtype)
-    for n0, nb, p0, pb in _chunks(plan):
-        length = pb * g.q
-        if pointwise:  # small images: one GEMM over (Og, nb*HW), then into place
-            gt = _channel_major(buf[: g.o * nb * hw], gout[n0 : n0 + nb])
-            xt = buf[g.o * nb * hw : (g.o + g.c) * nb * hw].reshape(g.c, nb, hw)
-            np.matmul(wt, gt.reshape(g.groups, g.og, nb * hw),
-                      out=xt.reshape(g.groups, g.cg, nb * hw))
-            np.copyto(gx[n0 : n0 + nb].reshape(nb, g.c, hw), xt.transpose(1, 0, 2))
-        elif not nchw:
-            rows = nb * length
-            cols = buf[: rows * kk * g.c].reshape(rows, kk * g.c)
-            go = gout[n0 : n0 + nb, p0 : p0 + pb].reshape(rows, g.groups, g.og)
-            np.matmul(go.transpose(1, 0, 2), wt,
-                      out=cols.reshape(rows, g.groups, kk * g.cg).transpose(1, 0, 2))
-            scatter(plan, cols, gx, n0, p0, nb)
-        elif plan.gemm_batched:  # small whole images: cols (C*KK, nb, P*Q)
-            size = g.c * kk * nb * length
-            cols = buf[:size].reshape(g.c * kk, nb, length)
-            gt = _channel_major(buf[size : size + g.o * nb * length], gout[n0 : n0 + nb])
-            np.matmul(wt, gt.reshape(g.groups, g.og, nb * length),
-                      out=cols.reshape(g.groups, g.cg * kk, nb * length))
-            scatter(plan, cols, gx, n0, p0, nb, row_major=True)
-        else:
-            cols = buf[: nb * g.c * kk * length].reshape(nb, g.c * kk, length)
-            go = gout[n0 : n0 + nb, :, p0 : p0 + pb].reshape(nb, g.groups, g.og, length)
-            np.matmul(wt, go, out=cols.reshape(nb, g.groups, g.cg * kk, length))
-            scatter(plan, cols, gx, n0, p0, nb)
-    return gx
+        return np.zeros(layout.x_shape(g.n, g.c, g.h, g.w), dtype)
+    plan = backward_plan(g, layout, dtype)
+    return REGISTRY[plan.algorithm].grad_input(plan, w, gout)
 
 
-@quiet_fp
 def grad_weight(g, layout, dtype, x, gout, cols=None) -> np.ndarray:
     """grad_weight (C-contiguous, ``layout``'s weight order) from x and grad_out.
 
     ``cols``, when given, is the whole batch's column matrix as the plan's
     single chunk gathers it (a forward pass kept it), so the gather is skipped.
     """
-    if is_depthwise(g) and g.n:
-        return _depthwise_grad("depthwise_grad_weight", g, layout, dtype, x, gout,
-                               layout.w_shape(g.o, g.cg, g.kh, g.kw))
-    plan = backward_plan(g, layout, dtype)
-    pointwise = plan.algorithm == "gemm_1x1"
-    gw = np.zeros(layout.w_shape(g.o, g.cg, g.kh, g.kw), dtype)
     if g.n == 0:
-        return gw
-    kk, hw = g.kh * g.kw, g.h * g.w
-    # The GEMMs write into gw through its weight_matrices view.
-    acc = _Accumulator(weight_matrices(plan, gw))
-    if layout.name == "NHWC":
-        if pointwise:  # W_g (Cg, Og) = x_g^T (Cg, NHW) @ gout_g (NHW, Og): one GEMM
-            rows = g.n * hw
-            acc.matmul(x.reshape(rows, g.groups, g.cg).transpose(1, 2, 0),
-                       gout.reshape(rows, g.groups, g.og).transpose(1, 0, 2))
-            return gw
-        for n0, nb, p0, pb in _chunks(plan):
-            rows = nb * pb * g.q
-            if cols is None:
-                c2 = workspace(plan.workspace_bytes, dtype)[: rows * kk * g.c]
-                c2 = c2.reshape(rows, kk * g.c)
-                gather(plan, x, c2, n0, p0, nb)
-            else:
-                c2 = cols
-            go = gout[n0 : n0 + nb, p0 : p0 + pb].reshape(rows, g.groups, g.og)
-            acc.matmul(c2.reshape(rows, g.groups, kk * g.cg).transpose(1, 2, 0),
-                       go.transpose(1, 0, 2))
-        return gw
-    if plan.gemm_batched:
-        # Small whole images: the batch joins the GEMM's K, W_g = gout_g @ cols_g^T
-        # with gout_g (Og, nb*P*Q) and cols_g (Cg*KK, nb*P*Q).
-        buf = workspace(plan.workspace_bytes, dtype)
-        length = g.p * g.q
-        for n0, nb, _, _ in _chunks(plan):
-            rows_k = g.c * (1 if pointwise else kk)
-            size = rows_k * nb * length
-            if pointwise:
-                c3 = _channel_major(buf[:size], x[n0 : n0 + nb])
-            elif cols is None:
-                c3 = buf[:size].reshape(rows_k, nb, length)
-                gather(plan, x, c3, n0, 0, nb, row_major=True)
-            else:
-                c3 = cols
-            gt = _channel_major(buf[size : size + g.o * nb * length], gout[n0 : n0 + nb])
-            acc.matmul(gt.reshape(g.groups, g.og, nb * length),
-                       c3.reshape(g.groups, rows_k // g.groups, nb * length).transpose(0, 2, 1))
-        return gw
-    # Large images: one GEMM per image (long enough on its own), summed into gw.
-    for n0, nb, p0, pb in _chunks(plan):
-        length = pb * g.q
-        if pointwise:
-            c3 = x[n0 : n0 + nb].reshape(nb, g.groups, g.cg, length)
-        else:
-            if cols is None:
-                c3 = workspace(plan.workspace_bytes, dtype)[: nb * g.c * kk * length]
-                c3 = c3.reshape(nb, g.c * kk, length)
-                gather(plan, x, c3, n0, p0, nb)
-            else:
-                c3 = cols
-            c3 = c3.reshape(nb, g.groups, g.cg * kk, length)
-        go = gout[n0 : n0 + nb, :, p0 : p0 + pb].reshape(nb, g.groups, g.og, length)
-        for b in range(nb):
-            acc.matmul(go[b], c3[b].transpose(0, 2, 1))
-    return gw
+        return np.zeros(layout.w_shape(g.o, g.cg, g.kh, g.kw), dtype)
+    plan = backward_plan(g, layout, dtype)
+    return REGISTRY[plan.algorithm].grad_weight(plan, x, gout, cols)
 
 
 @quiet_fp
 def grad_bias(layout, gout) -> np.ndarray:
-    if layout.name == "NCHW":
-        return gout.sum(axis=(0, 2, 3))
-    return gout.reshape(-1, gout.shape[3]).sum(axis=0)
+    if layout.channels_last:  # one pass over rows of channels
+        return gout.reshape(-1, gout.shape[-1]).sum(axis=0)
+    return gout.sum(axis=tuple(a for a in range(4) if a != layout.channel_axis))
 
 
 # --------------------------------------------------------------------------

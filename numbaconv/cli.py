@@ -19,17 +19,12 @@ conv2d plan: im2col_gemm (NCHW, float32)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import itertools
 import json
 import os
 import shutil
 import sys
 
-FIXED_COLUMNS = ["name", "shape", "batch", "layout", "dtype", "threads", "requested_algorithm",
-                 "algorithm", "gflop", "first_call_ms", "median_ms", "best_ms", "gflops",
-                 "pct_sgemm", "pct_own_gemm", "im2col_pct", "check"]
 _INT_COLUMNS = {"batch", "threads"}
 _TEXT_COLUMNS = {"name", "shape", "layout", "dtype", "requested_algorithm", "algorithm", "check"}
 PLOT_FORMATS = (".png", ".svg", ".pdf")
@@ -74,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     """
     import numba
 
-    from ._plan import ALGORITHMS
-    from .bench import ASKED_ONLY_PEERS, PEERS, SUITES
+    from .bench import PEERS, SUITES
+
+    algorithms = ", ".join(_algorithm_names())
+    asked_only = ", ".join(name for name, peer in PEERS.items() if peer.asked_only)
 
     parser = _Parser(prog="numbaconv",
                      description="Fast CPU 2-D convolution in Numba: benchmark sweeps, the "
@@ -100,11 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one or more thread counts (default: all cores, "
                         f"{numba.config.NUMBA_NUM_THREADS})")
     b.add_argument("--algorithm", default="auto",
-                   help=f"auto, or one of {', '.join(ALGORITHMS)} to force it on the layers "
+                   help=f"auto, or one of {algorithms} to force it on the layers "
                         "it applies to (default: auto)")
     b.add_argument("--compare", nargs="*", default=None, metavar="PEER",
                    help=f"any of {', '.join(PEERS)} (default: numpy plus whichever peers are "
-                        f"installed, but {', '.join(ASKED_ONLY_PEERS)} only when named: ONNX "
+                        f"installed, but {asked_only} only when named: ONNX "
                         "Runtime with its NCHWc rewrite off, i.e. its own im2col + GEMM); a "
                         "peer that is not installed is skipped with a note")
     b.add_argument("--isolate", action="store_true",
@@ -144,12 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--padding-mode", default="zeros",
                    choices=["zeros", "reflect", "replicate", "circular"])
     e.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    e.add_argument("--algorithm", default="auto", help=f"auto or one of {', '.join(ALGORITHMS)}")
+    e.add_argument("--algorithm", default="auto", help=f"auto or one of {algorithms}")
 
     sub.add_parser("info", help="versions, threading layer, BLAS, JIT cache, CPU features",
                    description="Print what a bug report needs: versions, threading layer, "
                                "BLAS library and threads, JIT cache directory, CPU features.")
     return parser
+
+
+def _algorithm_names() -> tuple[str, ...]:
+    """The algorithm names ``--algorithm`` accepts besides auto, read when asked."""
+    from ._plan import algorithm_names
+
+    return algorithm_names()
 
 
 # --------------------------------------------------------------------------
@@ -306,49 +310,6 @@ def _check_output_path(path: str | None, option: str) -> None:
                             else f"no directory {folder}"))
 
 
-def _choose_peers(compare: list[str] | None, known, installed: list[str],
-                  asked_only=()) -> list[str]:
-    if compare is None:
-        return [p for p in installed if p not in asked_only]
-    peers = []
-    for peer in compare:
-        if peer not in known:
-            raise UsageError(f"numbaconv bench: --compare: unknown peer {peer!r}; known: "
-                             f"{', '.join(known)}")
-        if peer not in installed:
-            print(f"note: --compare {peer}: {peer} is not installed; going on without it",
-                  file=sys.stderr)
-        elif peer not in peers:
-            peers.append(peer)
-    return peers
-
-
-def _applicable(configs: list[dict], algorithm: str) -> list[dict]:
-    """The configurations a forced algorithm can run; a note names the layers left out."""
-    from .conv import explain
-
-    if algorithm == "auto":
-        return configs
-    keep, skipped, reason = [], [], ""
-    for cfg in configs:
-        layer = cfg["layer"]
-        try:
-            explain(*layer.shapes(cfg["batch"], cfg["layout"]), layout=cfg["layout"],
-                    dtype=cfg["dtype"], algorithm=algorithm, **layer.conv_kwargs())
-            keep.append(cfg)
-        except ValueError as err:
-            skipped.append(layer.name)
-            reason = str(err)
-    if not keep:
-        raise UsageError(f"numbaconv bench: --algorithm {algorithm}: applies to no layer of "
-                         f"the suite ({reason})")
-    if skipped:
-        names = list(dict.fromkeys(skipped))
-        print(f"note: --algorithm {algorithm} does not apply to {len(names)} layer(s) "
-              f"({', '.join(names)}); skipping them", file=sys.stderr)
-    return keep
-
-
 def _have_matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401
@@ -357,18 +318,16 @@ def _have_matplotlib() -> bool:
     return True
 
 
-def cmd_bench(args) -> int:
-    """``numbaconv bench``: time a sweep, print the table, write CSV/JSON/plot."""
-    from . import bench
-    from ._plan import ALGORITHMS  # read now: other algorithms may have been registered
+def _note(text: str) -> None:
+    print(text, file=sys.stderr)
 
-    try:
-        layers = bench.load_suite(args.suite)
-    except ValueError as err:
-        raise UsageError(f"numbaconv bench: {err}") from None
-    if args.algorithm != "auto" and args.algorithm not in ALGORITHMS:
+
+def _check_bench_args(args) -> str | None:
+    """The checks argparse cannot make; returns the plot's path, or None without matplotlib."""
+    algorithms = _algorithm_names()
+    if args.algorithm != "auto" and args.algorithm not in algorithms:
         raise UsageError(f"numbaconv bench: --algorithm: expected auto or one of "
-                         f"{', '.join(ALGORITHMS)}, got {args.algorithm!r}")
+                         f"{', '.join(algorithms)}, got {args.algorithm!r}")
     import numba
 
     if max(args.threads) > numba.config.NUMBA_NUM_THREADS:
@@ -382,41 +341,45 @@ def cmd_bench(args) -> int:
     if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
         raise UsageError(f"numbaconv bench: --plot: expected a file name ending in "
                          f"{', '.join(PLOT_FORMATS)}, got {args.plot!r}")
-    plot_path = args.plot
-    if plot_path and not _have_matplotlib():
-        print(f"note: --plot {plot_path}: matplotlib is not installed (pip install "
-              f"'numbaconv[plot]'); going on without the plot", file=sys.stderr)
-        plot_path = None
-    peers = _choose_peers(args.compare, list(bench.PEERS),
-                          bench.available_peers(), bench.ASKED_ONLY_PEERS)
-    configs = _applicable(list(bench.configurations(layers, args.batch, args.layout, args.dtype,
-                                                    args.threads, args.algorithm,
-                                                    args.prepack)),
-                          args.algorithm)
-    layers = list(dict.fromkeys(c["layer"] for c in configs))
-    columns = FIXED_COLUMNS + [c for p in peers for c in (f"{p}_ms", f"vs_{p}")]
+    if args.plot and not _have_matplotlib():
+        _note(f"note: --plot {args.plot}: matplotlib is not installed (pip install "
+              f"'numbaconv[plot]'); going on without the plot")
+        return None
+    return args.plot
 
-    earlier = []
+
+def _plan_sweep(args):
+    """The run's :class:`numbaconv.bench.Sweep` and plot path, after the arguments are checked.
+
+    With ``--resume``, the sweep holds the CSV file's rows and leaves them out.
+    """
+    from . import bench
+
+    try:
+        layers = bench.load_suite(args.suite)
+    except ValueError as err:
+        raise UsageError(f"numbaconv bench: {err}") from None
+    plot_path = _check_bench_args(args)
+    try:
+        sweep = bench.Sweep.plan(layers, batches=args.batch, layouts=args.layout,
+                                 dtypes=args.dtype, threads=args.threads,
+                                 algorithm=args.algorithm, prepack=args.prepack,
+                                 compare=args.compare, repeat=args.repeat,
+                                 isolate=args.isolate, network=args.network, note=_note)
+    except ValueError as err:
+        raise UsageError(f"numbaconv bench: {err}") from None
     if args.resume and os.path.exists(args.csv):
-        earlier = _read_rows(args.csv, columns, {"isolate": args.isolate,
-                                                 "prepack": args.prepack})
-    done = {bench.row_key(r) for r in earlier}
-    tables: dict = {}  # --network: each table's layers, resumed ones included
-    for c in configs:
-        tables.setdefault(_table_key(c), []).append(c)
-    configs = [c for c in configs if (c["layer"].name, c["batch"], c["layout"], c["dtype"],
-                                      c["threads"], c["algorithm"]) not in done]
+        sweep.resume(_read_rows(args.csv, sweep.columns, {"isolate": args.isolate,
+                                                          "prepack": args.prepack}))
+    return sweep, plot_path
 
-    machine = bench.machine_info()
-    sgemm = bench.sgemm_gflops()
-    machine["sgemm_gflops"] = round(sgemm, 1)
-    machine["isolate"] = args.isolate  # peers each timed in a process of their own
-    machine["prepack"] = args.prepack  # numbaconv's weights packed before timing
-    machine["command"] = " ".join(["numbaconv", *args.argv])
-    say = (lambda *a: None) if args.quiet else print
+
+def _print_header(say, machine: dict, sweep, args) -> None:
     say(f"# {machine['cpu']}, {machine['cores']} cores ({machine['simd']}); numba "
-        f"{machine['numba']} ({machine['threading_layer']}); BLAS sgemm {sgemm:.1f} GFLOP/s")
+        f"{machine['numba']} ({machine['threading_layer']}); BLAS sgemm {sweep.sgemm:.1f} "
+        "GFLOP/s")
     say(f"# kernels: {machine['isa']}")
+    peers = sweep.peers
     if args.isolate and peers:
         say(f"# peers isolated: {', '.join(peers)} each timed in a Python process of its own")
     elif peers:  # measured: numbaconv ran 2x slower for tens of ms after ONNX Runtime's calls
@@ -424,134 +387,93 @@ def cmd_bench(args) -> int:
             "its calls slows the next library's, use --isolate for fair ratios")
     if args.prepack:
         say("# numbaconv's weights packed beforehand (pack_weight), not timed")
-    if done:
-        say(f"# resuming: {len(done)} row(s) already in {args.csv}, {len(configs)} to run")
-    table = _Table(peers, max(len(layer.name) for layer in layers),
-                   max(len(layer.describe(n)) for layer in layers for n in args.batch))
-    say(table.header())
+    if sweep.done:
+        say(f"# resuming: {len(sweep.done)} row(s) already in {args.csv}, {len(sweep.configs)} "
+            "to run")
 
-    csv_file = writer = None
-    if args.csv:
-        appending = args.resume and os.path.exists(args.csv) and os.path.getsize(args.csv) > 0
-        csv_file = open(args.csv, "a" if appending else "w", newline="")
-        if not appending:
-            for key, value in machine.items():
-                csv_file.write(f"# {key}: {value}\n")
-        writer = csv.DictWriter(csv_file, fieldnames=columns, extrasaction="ignore")
-        if not appending:
-            writer.writeheader()
-            csv_file.flush()
-    rows, status, networks = [], 0, []
-    progress = _Progress(len(configs), enabled=not args.quiet)
-    workers = contextlib.ExitStack()
+
+def _open_csv(args, machine: dict, columns: list[str]):
+    """The --csv file (appended to with --resume) and its writer; (None, None) without."""
+    if not args.csv:
+        return None, None
+    appending = args.resume and os.path.exists(args.csv) and os.path.getsize(args.csv) > 0
+    csv_file = open(args.csv, "a" if appending else "w", newline="")
+    if not appending:
+        for key, value in machine.items():
+            csv_file.write(f"# {key}: {value}\n")
+    writer = csv.DictWriter(csv_file, fieldnames=columns, extrasaction="ignore")
+    if not appending:
+        writer.writeheader()
+        csv_file.flush()
+    return csv_file, writer
+
+
+def cmd_bench(args) -> int:
+    """``numbaconv bench``: time a sweep, print the table, write CSV/JSON/plot."""
+    from . import bench
+
+    sweep, plot_path = _plan_sweep(args)
+    machine = sweep.measure_machine(" ".join(["numbaconv", *args.argv]))
+    say = (lambda *a: None) if args.quiet else print
+    _print_header(say, machine, sweep, args)
+    table = _Table(sweep.peers, max(len(layer.name) for layer in sweep.layers),
+                   max(len(layer.describe(n)) for layer in sweep.layers for n in args.batch))
+    say(table.header())
+    csv_file, writer = _open_csv(args, machine, sweep.columns)
+    progress = _Progress(len(sweep.configs), enabled=not args.quiet)
+
+    def on_row(row: dict) -> None:
+        if writer:
+            writer.writerow({k: (float(f"{v:.6g}") if isinstance(v, float) else v)
+                             for k, v in row.items()})
+            csv_file.flush()  # an interrupted sweep keeps every finished row
+        progress.clear()
+        say(table.row(row))
+
+    status = 0
     try:
-        # One process per peer for the whole sweep.  Group by group (one batch,
-        # layout, dtype and thread count: a table's total), the peers time the
-        # group's rows, then this process does: the machine's drift between the
-        # two is seconds, not the whole sweep.  Within a group each library
-        # runs its rows back to back, as in a network: PyTorch timed with a
-        # pause before every row took 2x its time (its threads asleep).
-        processes = {peer: workers.enter_context(bench.PeerProcess(peer))
-                     for peer in (peers if args.isolate and configs else ())}
-        for _, group in itertools.groupby(configs, key=_table_key):
-            group = list(group)
-            if processes:
-                progress.show(len(rows), f"peers: N={group[0]['batch']} {group[0]['layout']}")
-            for cfg, theirs in zip(group, _isolated_times(group, processes, args.repeat),
-                                   strict=True):
-                progress.show(len(rows), f"{cfg['layer'].name} N={cfg['batch']} {cfg['layout']}")
-                row = bench.bench_one(cfg, peers, args.repeat, sgemm, isolated=theirs)
-                rows.append(row)
-                if writer:
-                    writer.writerow({k: (float(f"{v:.6g}") if isinstance(v, float) else v)
-                                     for k, v in row.items()})
-                    csv_file.flush()  # an interrupted sweep keeps every finished row
-                progress.clear()
-                say(table.row(row))
-            if args.network:
-                networks.append(_network_row(tables.pop(_table_key(group[0])),
-                                             earlier + rows, args.repeat, progress, len(rows)))
-        for key in list(tables) if args.network else ():  # tables resumed whole
-            networks.append(_network_row(tables.pop(key), earlier + rows, args.repeat,
-                                         progress, len(rows)))
+        sweep.run(on_row, progress)
     except KeyboardInterrupt:
         progress.clear()
-        print(f"\ninterrupted: {len(rows)} row(s) of this run kept", file=sys.stderr)
+        print(f"\ninterrupted: {len(sweep.rows)} row(s) of this run kept", file=sys.stderr)
         status = 130
     finally:
-        workers.close()
         if csv_file:
             csv_file.close()
-    everything = earlier + rows
+    everything = sweep.earlier + sweep.rows
     if everything and not args.quiet:
-        _print_totals(everything, peers)
-        for net in networks:
-            n = net["layers"]
-            print(f"network N={net['batch']} {net['layout']} {net['dtype']} {net['threads']} thr: "
-                  f"numbaconv {net['median_ms']:.2f} ms for the {n} layer{'s' * (n != 1)} back "
-                  f"to back, {net['median_ms'] / net['rows_ms']:.2f}x the sum of their rows")
+        _print_totals(everything, sweep.peers)
+        _print_networks(sweep.networks)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine, "columns": columns, "rows": everything}
-                      | ({"networks": networks} if args.network else {}), f, indent=1)
+            json.dump({"machine": machine, "columns": sweep.columns, "rows": everything}
+                      | ({"networks": sweep.networks} if args.network else {}), f, indent=1)
     if plot_path and everything:
-        bench.plot(everything, plot_path, sgemm, layers,
+        bench.plot(everything, plot_path, sweep.sgemm, sweep.layers,
                    title=f"numbaconv bench --suite {os.path.basename(args.suite)}: "
                          f"{machine['cpu']}, {machine['cores']} cores")
         say(f"# plot: {plot_path}")
-    if any(r["check"] != "ok" for r in rows):
+    if any(r["check"] != "ok" for r in sweep.rows):
         print("error: some results did not match the baseline (see the check column)",
               file=sys.stderr)
         status = status or 1
     return status
 
 
-def _table_key(row: dict) -> tuple:
-    """What one table total covers: batch, layout, dtype and thread count."""
-    return row["batch"], row["layout"], row["dtype"], row["threads"]
-
-
-def _isolated_times(group: list[dict], processes: dict, repeat: int) -> list[dict | None]:
-    """Each row's times from every peer's process, the group's rows back to back.
-
-    None per row when the peers run in this process (``processes`` empty).
-    """
-    from . import _threads
-
-    if not processes:
-        return [None] * len(group)
-    # This process's OpenBLAS threads spin for ~0.1 s after its last GEMM:
-    # stopped, so that they do not share the peers' cores.
-    _threads.quiet_blas()
-    timed = {p: [process.time(cfg, repeat) for cfg in group] for p, process in processes.items()}
-    return [{p: times[j] for p, times in timed.items()} for j in range(len(group))]
-
-
-def _network_row(configs: list[dict], rows: list[dict], repeat: int, progress,
-                 done: int) -> dict:
-    """``bench --network``: one table's layers back to back (``bench.network_pass``).
-
-    ``configs``: all the table's layers, resumed ones too; ``rows``: every
-    row so far, of which the table's give the sum that the pass is set against.
-    """
-    from . import bench
-
-    first = configs[0]
-    progress.show(done, f"network N={first['batch']} {first['layout']}")
-    t = bench.network_pass(configs, repeat)
-    progress.clear()
-    key = _table_key(first)
-    return {"batch": first["batch"], "layout": first["layout"],
-            "dtype": first["dtype"], "threads": first["threads"],
-            "requested_algorithm": first["algorithm"], "prepack": bool(first.get("prepack")),
-            "layers": len(configs), "median_ms": t.median * 1e3, "best_ms": t.best * 1e3,
-            "rows_ms": sum(r["median_ms"] for r in rows if _table_key(r) == key)}
+def _print_networks(networks: list[dict]) -> None:
+    for net in networks:
+        n = net["layers"]
+        print(f"network N={net['batch']} {net['layout']} {net['dtype']} {net['threads']} thr: "
+              f"numbaconv {net['median_ms']:.2f} ms for the {n} layer{'s' * (n != 1)} back "
+              f"to back, {net['median_ms'] / net['rows_ms']:.2f}x the sum of their rows")
 
 
 def _print_totals(rows: list[dict], peers: list[str]) -> None:
+    from .bench import table_key
+
     groups: dict = {}
     for r in rows:
-        groups.setdefault(_table_key(r), []).append(r)
+        groups.setdefault(table_key(r), []).append(r)
     for (n, layout, dtype, t), rs in groups.items():
         ours = sum(r["median_ms"] for r in rs)
         work = sum(r["gflop"] for r in rs)

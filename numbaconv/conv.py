@@ -1,8 +1,9 @@
 """The public functions: conv2d, im2col, col2im and explain.
 
 Each is plain Python: it normalises and validates the arguments
-(``_args``), asks the dispatcher for a plan (``_plan``), and runs it
-(``_execute``) on the compiled kernels (``kernels``).
+(``_args``), asks the dispatcher for a plan (``_plan``), and runs it with
+the plan's algorithm (``algorithms.REGISTRY``) on the compiled kernels
+(``kernels``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _args
-from ._execute import RUNNERS, gather, run_indirect_gemm, scatter
+from ._execute import gather, scatter
 from ._plan import Plan, get_plan, make_plan, plan_call
+from .algorithms import REGISTRY
 from .packed import PackedWeight
 
 __all__ = ["col2im", "conv2d", "conv2d_with", "explain", "im2col"]
@@ -116,7 +118,7 @@ def conv2d_with(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         dtype = _args.result_dtype(x, weight, bias)
         # Before the shapes: a weight packed for another layout reads as another shape.
         prepacked = packed is not None and (
-            packed.panels_for(layout.name, groups, dtype) is not None)
+            packed.panels_for(layout, groups, dtype) is not None)
         g = _args.conv_geometry(x.shape, weight.shape, layout, stride, padding, dilation,
                                 groups, padding_mode)
         _check_bias(bias, g.o)
@@ -134,10 +136,8 @@ def conv2d_with(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     if plan is not None:
         args = (plan, _args.contiguous(x, dtype), _args.contiguous(weight, dtype),
                 None if bias is None else _args.contiguous(bias, dtype), out)
-        if plan.prepacked:
-            run_indirect_gemm(*args, panels=packed.panels_for(layout.name, groups, dtype))
-        else:
-            RUNNERS[plan.algorithm](*args)
+        panels = packed.panels_for(layout, groups, dtype) if plan.prepacked else None
+        REGISTRY[plan.algorithm].run(*args, panels)
     return out[0] if unbatched else out
 
 
@@ -165,8 +165,9 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 
     ``x`` and ``weight`` may be arrays or shapes.  With shapes, ``dtype``
     (default float32) gives the compute dtype.  ``algorithm`` forces one of
-    the dispatcher's algorithms (``"gemm_1x1"``, ``"pointwise_gemm"``, ``"im2col_gemm"``,
-    ``"packed_gemm"``, ``"indirect_gemm"``, ``"direct_depthwise"``).
+    the registered algorithms (``numbaconv.algorithms``: ``"gemm_1x1"``,
+    ``"pointwise_gemm"``, ``"im2col_gemm"``, ``"packed_gemm"``,
+    ``"indirect_gemm"``, ``"direct_depthwise"``).
 
     Examples
     --------
@@ -179,7 +180,7 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     """
     layout = _args.layout_of(layout)
     if isinstance(weight, PackedWeight):
-        weight.panels_for(layout.name, groups, weight.dtype)  # the same checks as conv2d
+        weight.panels_for(layout, groups, weight.dtype)  # the same checks as conv2d
     x_shape, x_dtype = _shape_or_array(x, "x")
     w_shape, w_dtype = _shape_or_array(weight, "weight")
     if len(x_shape) == 3:
@@ -201,7 +202,7 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     if dtype not in _args.SUPPORTED_DTYPES:
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
     prepacked = isinstance(weight, PackedWeight) and (
-        weight.panels_for(layout.name, groups, dtype) is not None)
+        weight.panels_for(layout, groups, dtype) is not None)
     return make_plan(g, layout, dtype, algorithm, prepacked)
 
 
@@ -244,15 +245,13 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, layout="NCHW",
     g = _patch_geometry(x.shape, kernel_size, stride, padding, dilation, layout, padding_mode)
     dtype = _args.native(x.dtype)
     plan = make_plan(g, layout, dtype, "im2col_gemm")
-    length = g.p * g.q
-    if layout.name == "NCHW":
-        cols = np.empty((g.n, g.c * g.kh * g.kw, length), dtype=dtype)
-    else:
-        cols = np.empty((g.n * length, g.kh * g.kw * g.c), dtype=dtype)
+    length, rows = g.p * g.q, g.c * g.kh * g.kw
+    # The gather writes (N*L, rows) channels last, which reshapes to (N, L, rows).
+    cols = np.empty((g.n, length, rows) if layout.channels_last else (g.n, rows, length),
+                    dtype=dtype)
     if g.n:
-        gather(plan, _args.contiguous(x, dtype), cols)
-    if layout.name == "NHWC":
-        cols = cols.reshape(g.n, length, g.kh * g.kw * g.c)
+        flat = cols.reshape(g.n * length, rows) if layout.channels_last else cols
+        gather(plan, _args.contiguous(x, dtype), flat)
     return cols[0] if unbatched else cols
 
 
@@ -289,16 +288,15 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, *, l
     layout = _args.layout_of(layout)
     cols = _args.as_float_array(cols, "cols")
     if cols.ndim not in (2, 3):
-        shape = "(N, C*KH*KW, L)" if layout.name == "NCHW" else "(N, L, KH*KW*C)"
-        raise ValueError(f"cols: expected a 3-d array {shape} or 2-d unbatched, got shape "
-                         f"{cols.shape}")
+        raise ValueError(f"cols: expected a 3-d array {layout.cols_desc()} or 2-d unbatched, "
+                         f"got shape {cols.shape}")
     unbatched = cols.ndim == 2
     if unbatched:
         cols = cols[None]
     h, w = _args.int_pair(output_size, "output_size", 1)
     kh, kw = _args.int_pair(kernel_size, "kernel_size", 1)
     n = cols.shape[0]
-    rows_axis, length_axis = (1, 2) if layout.name == "NCHW" else (2, 1)
+    rows_axis, length_axis = layout.cols_axes
     if cols.shape[rows_axis] % (kh * kw):
         raise ValueError(f"cols: expected axis {rows_axis} to be a multiple of KH*KW = "
                          f"{kh * kw}, got shape {cols.shape}")
@@ -313,7 +311,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, *, l
     x = np.zeros(x_shape, dtype=dtype)
     if n:
         cols = _args.contiguous(cols, dtype)
-        if layout.name == "NHWC":
+        if layout.channels_last:  # the kernel reads (N*L, KH*KW*C)
             cols = cols.reshape(n * g.p * g.q, cols.shape[-1])
         scatter(make_plan(g, layout, dtype, "im2col_gemm"), cols, x)
     return x[0] if unbatched else x

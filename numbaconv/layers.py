@@ -29,9 +29,10 @@ import math
 import numpy as np
 
 from . import _args
-from ._execute import gather, quiet_fp, weight_matrices, workspace
-from ._plan import is_depthwise, is_pointwise
-from .backward import backward_plan, grad_bias, grad_input, grad_weight
+from ._execute import quiet_fp
+from ._plan import backward_plan
+from .algorithms import im2col_gemm
+from .backward import grad_bias, grad_input, grad_weight
 from .conv import conv2d
 from .transpose import transpose_backward, transpose_forward, transpose_problem
 
@@ -231,12 +232,15 @@ class Conv2d(_Layer):
                                 self.dilation, self.groups, self.padding_mode)
         dtype = _args.result_dtype(x, self.weight, self.bias)
         cols = None
-        # Depthwise forwards run a direct kernel and pointwise ones need no
-        # columns; otherwise keep them if one chunk holds the whole batch.
-        if g.n and not is_pointwise(g) and not is_depthwise(g):
-            plan = backward_plan(g, layout, dtype)
-            if plan.chunks == 1:
-                cols, y = self._forward_keeping_columns(plan, _args.contiguous(x4, dtype))
+        # When the gradients gather columns (im2col_gemm's, not a direct or a
+        # 1x1 kernel's), keep them if one chunk holds the whole batch.
+        plan = backward_plan(g, layout, dtype) if g.n else None
+        if plan is not None and plan.algorithm == "im2col_gemm" and plan.chunks == 1:
+            prev = self._cache[3] if self._cache is not None else None
+            bias = None if self.bias is None else self.bias.astype(dtype)
+            cols, y = im2col_gemm.run_keeping_columns(
+                plan, _args.contiguous(x4, dtype), _args.contiguous(self.weight, dtype), bias,
+                prev)
         if cols is None:
             y = conv2d(x4, self.weight, self.bias, layout=layout, **self._kwargs())
         # Like PyTorch's saved tensors, x itself (no copy unless its dtype or
@@ -245,47 +249,6 @@ class Conv2d(_Layer):
                        cols, unbatched)
         self._eval_forward = False
         return y[0] if unbatched else y
-
-    def _forward_keeping_columns(self, plan, x):
-        """The forward's gather + GEMM, with the columns in a buffer the layer keeps.
-
-        The columns are laid out as the plan's single chunk gathers them, which
-        is what ``grad_weight(cols=...)`` expects.
-        """
-        g = plan.geometry
-        dtype = x.dtype
-        kk, length = g.kh * g.kw, g.p * g.q
-        if plan.layout == "NHWC":
-            shape = (g.n * length, kk * g.c)
-        elif plan.gemm_batched:
-            shape = (g.c * kk, g.n, length)
-        else:
-            shape = (g.n, g.c * kk, length)
-        prev = self._cache[3] if self._cache is not None else None
-        reuse = prev is not None and prev.shape == shape and prev.dtype == dtype
-        cols = prev if reuse else np.empty(shape, dtype)
-        gather(plan, x, cols, row_major=plan.gemm_batched)
-        wp = weight_matrices(plan, _args.contiguous(self.weight, dtype))
-        bias = None if self.bias is None else self.bias.astype(dtype)
-        out = np.empty(_args.layout_of(plan.layout).x_shape(g.n, g.o, g.p, g.q), dtype)
-        if plan.layout == "NHWC":
-            rows = g.n * length
-            np.matmul(cols.reshape(rows, g.groups, kk * g.cg).transpose(1, 0, 2), wp,
-                      out=out.reshape(rows, g.groups, g.og).transpose(1, 0, 2))
-            if bias is not None:
-                out += bias
-            return cols, out
-        o = out.reshape(g.n, g.groups, g.og, length)
-        if plan.gemm_batched:  # one GEMM over the batch, then into place
-            tmp = workspace(g.o * g.n * length * dtype.itemsize, dtype)
-            tmp = tmp.reshape(g.groups, g.og, g.n * length)
-            np.matmul(wp, cols.reshape(g.groups, g.cg * kk, g.n * length), out=tmp)
-            np.copyto(o, tmp.reshape(g.groups, g.og, g.n, length).transpose(2, 0, 1, 3))
-        else:
-            np.matmul(wp, cols.reshape(g.n, g.groups, g.cg * kk, length), out=o)
-        if bias is not None:
-            o += bias.reshape(g.groups, g.og, 1)
-        return cols, out
 
     @quiet_fp
     def backward(self, grad_out) -> np.ndarray:

@@ -5,9 +5,9 @@ output channels, each panel row NR values (``kernels.packing.pack_panels``).
 Per call it builds those panels itself, and on a deep layer at batch 1 that
 is a large share of the call: ResNet-50's 7x7x512 3x3 layer (a 9.4 MB weight)
 took 3.5 ms packing per call against 2.2 ms with the panels made beforehand
-(docs/performance.md).  For inference the weight does not change between
-calls, so it can be packed once, as ONNX Runtime does when it creates a
-session; this module is that step.
+(docs/design/decisions.md, "Packed weights are explicit").  For inference
+the weight does not change between calls, so it can be packed once, as ONNX
+Runtime does when it creates a session; this module is that step.
 
 A ``PackedWeight`` holds a private, read-only copy of the weight next to its
 panels, so a later in-place change to the caller's array cannot leave the
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _args, kernels, machine
-from ._plan import panel_shape, panel_strides
+from .algorithms.indirect_gemm import panel_shape, panel_strides
 
 __all__ = ["PackedWeight", "pack_weight"]
 
@@ -60,7 +60,7 @@ class PackedWeight:
                              f"pack_weight instead of setting {name!r}")
 
     def __reduce__(self):
-        return (_repack, (self._weight, self._groups, self._layout))
+        return (_repack, (self._weight, self._groups, self._layout.name))
 
     @property
     def weight(self) -> np.ndarray:
@@ -68,7 +68,7 @@ class PackedWeight:
 
     @property
     def layout(self) -> str:
-        return self._layout
+        return self._layout.name
 
     @property
     def groups(self) -> int:
@@ -104,7 +104,7 @@ class PackedWeight:
         return (f"PackedWeight(shape={self.shape}, dtype={self.dtype}, layout={self.layout!r}, "
                 f"groups={self.groups})")
 
-    def panels_for(self, layout: str, groups, dtype: np.dtype) -> np.ndarray | None:
+    def panels_for(self, layout, groups, dtype: np.dtype) -> np.ndarray | None:
         """The panels for a conv2d call with these arguments, or None if they do not apply.
 
         A layout or groups that differ from the packing is the caller's
@@ -113,10 +113,11 @@ class PackedWeight:
         for another ISA variant's register tile, just cannot be used, and the
         call runs from the weight as usual.
         """
-        if layout != self.layout:
+        layout = _args.layout_of(layout)
+        if layout != self._layout:
             raise ValueError(f"layout: the weight was packed for layout {self.layout!r}, got "
-                             f"{layout!r}; pack it again with pack_weight(..., layout="
-                             f"{layout!r})")
+                             f"{layout.name!r}; pack it again with pack_weight(..., layout="
+                             f"{layout.name!r})")
         groups = _args.groups_of(groups)
         if groups != self.groups:
             raise ValueError(f"groups: the weight was packed for groups={self.groups}, got "
@@ -178,10 +179,10 @@ def pack_weight(weight, groups=1, *, layout="NCHW") -> PackedWeight:
     if not (ci == 1 and groups > 1):  # depthwise runs direct_depthwise: no panels
         k = ci * kh * kw
         panels = np.empty(panel_shape(groups, o // groups, k, w.dtype, isa), w.dtype)
-        w_k, w_o = panel_strides(layout.name, o, k)
+        w_k, w_o = panel_strides(layout, o, k)
         kernels.get("pack_panels", "ANY", w.dtype.name, isa)(w.reshape(-1), w_k, w_o, panels)
         panels.flags.writeable = False
-    return PackedWeight(w, layout.name, groups, panels, isa, _made_by_pack_weight=_TOKEN)
+    return PackedWeight(w, layout, groups, panels, isa, _made_by_pack_weight=_TOKEN)
 
 
 _TOKEN = object()  # only pack_weight makes a PackedWeight: its panels match its weight

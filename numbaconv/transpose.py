@@ -1,9 +1,11 @@
 """conv_transpose2d: the adjoint of conv2d, with PyTorch's semantics.
 
 A transposed convolution of x is the gradient of a conv2d with respect to
-its input, taken with x as the output gradient: a GEMM ``W^T @ x`` and the
-parallel col2im.  So it runs on ``backward._grad_input`` with the geometry of
-the conv2d that maps the (larger) output back to x's size.
+its input, taken with x as the output gradient.  So it runs on
+``backward.grad_input`` (the algorithm ``algorithms.BACKWARD_RULES`` picks:
+a GEMM ``W^T @ x`` and the parallel col2im, or the direct depthwise kernel)
+with the geometry of the conv2d that maps the (larger) output back to x's
+size.
 
 Output size per axis (PyTorch's formula)::
 
@@ -84,6 +86,11 @@ def _output_size(output_size, ndim: int, layout: _args.Layout) -> tuple[int, int
                     f"{output_size!r}")
 
 
+def _weight_desc(layout: _args.Layout) -> str:
+    """The transposed convolution's weight shape in ``layout``: OIHW read as (C_in, O/groups)."""
+    return "(" + ", ".join(layout.w_shape("C_in", "O/groups", "KH", "KW")) + ")"
+
+
 def transpose_problem(x_shape, w_shape, layout, stride, padding, output_padding, groups,
                       dilation, output_size, x_ndim=4) -> TransposeProblem:
     """Validate a conv_transpose2d problem given by 4-d shapes (x had ``x_ndim`` dims)."""
@@ -91,7 +98,7 @@ def transpose_problem(x_shape, w_shape, layout, stride, padding, output_padding,
     n, c_in, h, w = layout.x_dims(x_shape)
     # In conv2d terms the weight maps the output (O/groups per group) to x (C_in).
     cw, og, kh, kw = layout.w_dims(w_shape)
-    wdesc = "(C_in, O/groups, KH, KW)" if layout.name == "NCHW" else "(KH, KW, O/groups, C_in)"
+    wdesc = _weight_desc(layout)
     if min(c_in, h, w) < 1:
         raise ValueError(f"x: expected channels, height and width >= 1, got shape {x_shape}")
     if min(cw, og, kh, kw) < 1:
@@ -153,17 +160,12 @@ def transpose_problem(x_shape, w_shape, layout, stride, padding, output_padding,
 def _embed(prob: TransposeProblem, inner: np.ndarray) -> np.ndarray:
     """The full output: ``inner`` at the top-left, zeros elsewhere."""
     out = np.zeros(prob.out_shape(), inner.dtype)
-    hi, wi = prob.inner
-    if prob.layout.name == "NCHW":
-        out[:, :, :hi, :wi] = inner
-    else:
-        out[:, :hi, :wi] = inner
+    prob.layout.crop(out, *prob.inner)[...] = inner
     return out
 
 
 def _crop(prob: TransposeProblem, full: np.ndarray) -> np.ndarray:
-    hi, wi = prob.inner
-    return full[:, :, :hi, :wi] if prob.layout.name == "NCHW" else full[:, :hi, :wi]
+    return prob.layout.crop(full, *prob.inner)
 
 
 def transpose_forward(prob: TransposeProblem, x, weight, bias, dtype) -> np.ndarray:
@@ -176,7 +178,7 @@ def transpose_forward(prob: TransposeProblem, x, weight, bias, dtype) -> np.ndar
         if prob.embedded():
             y = _embed(prob, y)
     if bias is not None:
-        y += (bias.reshape(-1, 1, 1) if prob.layout.name == "NCHW" else bias).astype(dtype)
+        y += bias.reshape(prob.layout.bias_shape(bias.shape[0])).astype(dtype)
     return y
 
 
@@ -203,7 +205,7 @@ def transpose_backward(prob: TransposeProblem, grad_out, x, weight, dtype, needs
         else:
             gw = np.zeros(weight.shape, dtype)
     if need_b:
-        axes = (0, 2, 3) if layout.name == "NCHW" else (0, 1, 2)
+        axes = tuple(a for a in range(4) if a != layout.channel_axis)
         gb = np.asarray(grad_out, dtype).sum(axis=axes)
     return gx, gw, gb
 
@@ -268,7 +270,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     weight = _args.as_float_array(weight, "weight")
     bias = None if bias is None else _args.as_float_array(bias, "bias")
     _args.ensure_ndim(x, "x", (3, 4), f"{layout.x_desc()} or unbatched")
-    wdesc = "(C_in, O/groups, KH, KW)" if layout.name == "NCHW" else "(KH, KW, O/groups, C_in)"
+    wdesc = _weight_desc(layout)
     _args.ensure_ndim(weight, "weight", (4,), wdesc)
     unbatched = x.ndim == 3
     x4 = x[None] if unbatched else x

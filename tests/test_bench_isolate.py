@@ -1,7 +1,7 @@
 """``numbaconv bench --isolate``: each peer timed in a Python process of its own."""
 
+import dataclasses
 import json
-import os
 import subprocess
 import sys
 import time
@@ -11,6 +11,7 @@ import pytest
 from checks import bench_csv, write_suite
 
 from numbaconv import bench
+from numbaconv.bench import isolate, sweep
 from numbaconv.cli import main
 
 TINY = [
@@ -61,7 +62,7 @@ def test_worker_never_imports_numba():
     """The worker loads numbaconv.bench without numbaconv/__init__.py (which starts Numba)."""
     layer, job = _job()
     proc = subprocess.run(
-        [sys.executable, "-c", bench._WORKER_BOOT, os.path.dirname(bench.__file__), "numpy"],
+        [sys.executable, "-c", isolate._WORKER_BOOT, isolate._PACKAGE_DIR, "numpy"],
         input=json.dumps(job) + "\n" + json.dumps(_job("NHWC")[1]) + "\n",
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -90,7 +91,7 @@ def test_groups_are_timed_in_turn(suite, tmp_path, monkeypatch):
         return real_bench_one(cfg, *args, **kwargs)
 
     monkeypatch.setattr(bench.PeerProcess, "time", peer_time)
-    monkeypatch.setattr(bench, "bench_one", bench_one)
+    monkeypatch.setattr(sweep, "bench_one", bench_one)
     assert main(["bench", "--suite", suite, "--isolate", "--compare", "numpy", "--repeat", "1",
                  "--batch", "1", "2", "--quiet"]) == 0
     names = ["tiny.3x3", "tiny.1x1"]  # one table per batch size
@@ -98,7 +99,7 @@ def test_groups_are_timed_in_turn(suite, tmp_path, monkeypatch):
 
 
 def test_a_worker_that_imports_numba_is_an_error(monkeypatch):
-    monkeypatch.setattr(bench, "_WORKER_BOOT", "import numba\n" + bench._WORKER_BOOT)
+    monkeypatch.setattr(isolate, "_WORKER_BOOT", "import numba\n" + isolate._WORKER_BOOT)
     cfg = dict(layer=bench.Layer("t", 2, 5, 5, 3, 3), batch=1, layout="NCHW",
                dtype="float32", threads=1, algorithm="auto")
     (result,) = bench.time_peer_isolated("numpy", [cfg], repeat=1)
@@ -115,8 +116,7 @@ def test_sample_check():
 
 def test_a_failed_worker_is_reported_and_the_run_goes_on(suite, tmp_path, capsys, monkeypatch):
     # A peer only the parent knows: the worker process fails with a KeyError.
-    monkeypatch.setitem(bench.PEERS, "fake", bench.PEERS["numpy"])
-    monkeypatch.setitem(bench.PEER_MODULES, "fake", ("numpy",))
+    monkeypatch.setitem(bench.PEERS, "fake", dataclasses.replace(bench.PEERS["numpy"], name="fake"))
     out_csv = tmp_path / "r.csv"
     assert main(["bench", "--suite", suite, "--isolate", "--compare", "numpy", "fake",
                  "--repeat", "1", "--csv", str(out_csv)]) == 1
@@ -141,10 +141,11 @@ def test_resume_needs_the_same_isolate(suite, tmp_path, capsys):
 
 def _with_numpy_peer_patched(monkeypatch, body):
     """Run the worker with ``bench.PEERS['numpy']`` wrapped by ``body`` (source of a setup)."""
-    patch = ("import numbaconv.bench as b\n_real = b.PEERS['numpy']\n_rows = []\n" + body +
-             "b.PEERS['numpy'] = setup\n")
-    monkeypatch.setattr(bench, "_WORKER_BOOT",
-                        bench._WORKER_BOOT.replace("_peer_worker()\n", patch + "_peer_worker()\n"))
+    patch = ("import dataclasses\nimport numbaconv.bench as b\n_real = b.PEERS['numpy']\n"
+             "_rows = []\n" + body + "b.PEERS['numpy'] = dataclasses.replace(_real, setup=setup)\n")
+    monkeypatch.setattr(isolate, "_WORKER_BOOT",
+                        isolate._WORKER_BOOT.replace("_peer_worker()\n",
+                                                     patch + "_peer_worker()\n"))
 
 
 def _tiny_rows(n):
@@ -178,7 +179,7 @@ def test_a_worker_dying_mid_sweep_fails_the_rows_from_there_on(monkeypatch):
 
 
 def test_a_worker_that_hangs_is_stopped_and_the_rows_from_there_on_fail(monkeypatch):
-    monkeypatch.setattr(bench, "PEER_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(isolate, "PEER_TIMEOUT_S", 3.0)
     _with_numpy_peer_patched(monkeypatch, (
         "import time\n"
         "def setup(*args, **kwargs):\n"

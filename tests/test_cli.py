@@ -117,9 +117,9 @@ def test_forced_algorithm(suite, capsys):
 
 
 def test_missing_peer_is_a_note(suite, capsys, monkeypatch):
-    from numbaconv import bench
+    from numbaconv.bench import peers
 
-    monkeypatch.setattr(bench, "available_peers", lambda: ["numpy"])
+    monkeypatch.setattr(peers, "available_peers", lambda: ["numpy"])
     assert main(["bench", "--suite", suite, "--compare", "numpy", "torch", "--repeat", "1",
                  "--quiet"]) == 0
     captured = capsys.readouterr()
@@ -243,9 +243,9 @@ def dataclass_key(layer):
 
 
 def test_algorithm_names_are_read_at_run_time(suite, capsys, monkeypatch):
-    from numbaconv import _plan
+    from numbaconv import algorithms
 
-    monkeypatch.setattr(_plan, "ALGORITHMS", (*_plan.ALGORITHMS, "winograd"))
+    monkeypatch.setitem(algorithms.REGISTRY, "winograd", algorithms.REGISTRY["im2col_gemm"])
     assert main(["bench", "--suite", suite, "--algorithm", "fft"]) == 2
     assert "winograd" in capsys.readouterr().err
 
@@ -264,8 +264,7 @@ def test_forced_algorithm_skips_layers_it_does_not_fit(suite, tmp_path, capsys):
 def _fake_peer(monkeypatch, setup):
     from numbaconv import bench
 
-    monkeypatch.setitem(bench.PEERS, "fake", setup)
-    monkeypatch.setitem(bench.PEER_MODULES, "fake", ("numpy",))
+    monkeypatch.setitem(bench.PEERS, "fake", bench.Peer("fake", setup, ("numpy",)))
 
 
 def test_unsupported_peer_rows_are_na(suite, tmp_path, capsys, monkeypatch):

@@ -1,7 +1,7 @@
 """indirect_gemm (kernels/indirect_gemm.py): convolution with no column matrix, both layouts.
 
 The micro-kernel reads the padded input (or x itself, when nothing is
-padded) through two offset tables; the layout is data (``_plan.indirect_dims``).
+padded) through two offset tables; the layout is data (``algorithms.indirect_gemm.IndirectDims``).
 Checked against the float64 reference over every argument (groups, strides,
 dilations, padding forms and modes), in NCHW and NHWC, with the task sizes
 and the weight-packing path drawn too, and with a workspace bound that forces
@@ -18,8 +18,16 @@ from naive import assert_close, conv2d_ref, from_nhwc, to_hwio, to_nhwc
 from strategies import DTYPES, LAYOUTS, arrays_for, conv_problems, reference_for
 
 import numbaconv
-from numbaconv._execute import RUNNERS
-from numbaconv._plan import _indirect_bytes
+from numbaconv.algorithms import REGISTRY
+from numbaconv.algorithms.indirect_gemm import workspace_bytes
+
+
+def with_tile(plan, **tile):
+    """``plan`` with its task sizes replaced, and the workspace sized for them as planned."""
+    tile = dataclasses.replace(plan.tile, **tile)
+    room = workspace_bytes(plan.geometry, np.dtype(plan.dtype), plan.batch_chunk,
+                           tile.pack_once)
+    return dataclasses.replace(plan, tile=tile, workspace_bytes=room)
 
 # Every ISA variant this host runs, in turn (conftest.isa): one register tile each.
 pytestmark = pytest.mark.usefixtures("isa")
@@ -60,17 +68,14 @@ def test_any_task_sizes_matchreference_for(prob, dtype, layout, data):
     x, w, b = arrays_for(prob, dtype, True, 0)
     xl, wl = _in_layout(layout, x, w)
     plan = numbaconv.explain(xl, wl, b, algorithm="indirect_gemm", **_kwargs(prob, layout))
-    tile = (data.draw(st.integers(1, plan.gemm_k), label="kc"),
-            data.draw(st.integers(1, 5), label="tiles per task"),
-            data.draw(st.integers(1, 3), label="panels per task"),
-            data.draw(st.booleans(), label="pack the weight once"))
+    tile = dict(kc=data.draw(st.integers(1, plan.gemm_k), label="kc"),
+                tiles=data.draw(st.integers(1, 5), label="tiles per task"),
+                panels=data.draw(st.integers(1, 3), label="panels per task"),
+                pack_once=data.draw(st.booleans(), label="pack the weight once"))
     ref = reference_for(prob, x, w, b)
     y = np.empty(ref.shape if layout == "NCHW" else to_nhwc(ref).shape, dtype)
     if prob["n"]:
-        # The workspace as make_plan sizes it for this tile (room for panels or not).
-        room = _indirect_bytes(plan.geometry, np.dtype(dtype), plan.batch_chunk, tile[3])
-        RUNNERS["indirect_gemm"](dataclasses.replace(plan, tile=tile, workspace_bytes=room),
-                                 xl, wl, b, y)
+        REGISTRY["indirect_gemm"].run(with_tile(plan, **tile), xl, wl, b, y)
         assert_close(_as_nchw(layout, y), ref, dtype)
 
 
@@ -98,26 +103,28 @@ def test_unpadded_input_is_read_in_place(zen3_avx2):
     # workspace holds the padded image only.
     own = numbaconv.explain((1, 256, 14, 14), (256, 256, 3, 3), padding=1,
                             algorithm="indirect_gemm")
-    assert not own.tile[3] and own.workspace_bytes == 256 * 16 * 16 * 4
+    assert not own.tile.pack_once and own.workspace_bytes == 256 * 16 * 16 * 4
 
 
 def test_tiles_follow_the_problem(zen3_avx2):
     # Batch 1, 7x7 images, a deep layer: one block of tiles, the weight's
     # panels split across tasks and packed per task (each is read once).
-    kc, per, panels, once = numbaconv.explain((1, 512, 7, 7), (512, 512, 3, 3), padding=1,
-                                              algorithm="indirect_gemm").tile
+    t = numbaconv.explain((1, 512, 7, 7), (512, 512, 3, 3), padding=1,
+                          algorithm="indirect_gemm").tile
+    kc, per, panels, once = t.kc, t.tiles, t.panels, t.pack_once
     assert (per, once) == (9, False) and panels < 32 and kc <= 256
     # Many pixels: blocks of at most 32 tiles, the weight packed once per call.
-    kc, per, panels, once = numbaconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1).tile
+    t = numbaconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1).tile
+    kc, per, panels, once = t.kc, t.tiles, t.panels, t.pack_once
     assert per <= 32 and panels == 4 and once
     # K blocks: at most 256 rows, 128 in strided NCHW layers (a strided task
     # spans more input rows), in even blocks; any stride.
     assert kc == 192
     strided = dict(stride=2, padding=1, algorithm="indirect_gemm")
-    assert numbaconv.explain((1, 128, 56, 56), (128, 128, 3, 3), **strided).tile[0] == 128
+    assert numbaconv.explain((1, 128, 56, 56), (128, 128, 3, 3), **strided).tile.kc == 128
     assert numbaconv.explain((1, 56, 56, 128), (3, 3, 128, 128), layout="NHWC",
-                             **strided).tile[0] == 231
-    assert numbaconv.explain((11, 9, 600, 600), (512, 9, 16, 16), stride=300).tile[0] == 128
+                             **strided).tile.kc == 231
+    assert numbaconv.explain((11, 9, 600, 600), (512, 9, 16, 16), stride=300).tile.kc == 128
 
 
 def test_a_stride_above_the_k_block(rng):
@@ -177,11 +184,9 @@ def test_write_out_blocks_and_leftovers(layout, dtype, with_bias, panels, rng):
         x, w, want = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), want.transpose(0, 2, 3, 1)
         x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     plan = numbaconv.explain(x, w, b, padding=1, layout=layout, algorithm="indirect_gemm")
-    plan = dataclasses.replace(plan, tile=(144, 3, panels, panels == 1))
-    plan = dataclasses.replace(plan, workspace_bytes=_indirect_bytes(
-        plan.geometry, np.dtype(dtype), plan.batch_chunk, plan.tile[3]))
+    plan = with_tile(plan, kc=144, tiles=3, panels=panels, pack_once=panels == 1)
     out = np.full(want.shape, np.nan, dtype)
-    RUNNERS["indirect_gemm"](plan, x, w, b, out)
+    REGISTRY["indirect_gemm"].run(plan, x, w, b, out)
     assert_close(out, want, dtype)
 
 
@@ -199,11 +204,12 @@ def test_the_shuffle_network_transposes(vw):
 def test_weight_panels_match_a_plain_reshape(dtype, o, k, weight_layout, rng):
     """pack_panels (the in-register transposes of OIHW blocks, and every edge) vs NumPy."""
     from numbaconv import kernels
-    from numbaconv._plan import panel_shape, panel_strides
+    from numbaconv._args import layout_of
+    from numbaconv.algorithms.indirect_gemm import panel_shape, panel_strides
 
     w = rng.standard_normal((o, k)).astype(dtype)  # W[o, k]
     flat = (w if weight_layout == "OIHW" else np.ascontiguousarray(w.T)).reshape(-1)
-    w_k, w_o = panel_strides("NCHW" if weight_layout == "OIHW" else "NHWC", o, k)
+    w_k, w_o = panel_strides(layout_of("NCHW" if weight_layout == "OIHW" else "NHWC"), o, k)
     shape = panel_shape(1, o, k, np.dtype(dtype))
     got = np.full(shape, np.nan, dtype)
     kernels.get("pack_panels", "ANY", dtype)(flat, w_k, w_o, got)

@@ -16,8 +16,9 @@ from strategies import DTYPES, arrays_for, conv_problems, reference_for
 
 import numbaconv
 from numbaconv import machine
-from numbaconv._execute import RUNNERS
-from numbaconv._plan import tile_for
+from numbaconv.algorithms import REGISTRY
+from numbaconv.algorithms._base import tile_for
+from numbaconv.algorithms.packed_gemm import PackedTile
 
 # Every ISA variant this host runs, in turn (conftest.isa): one register tile each.
 pytestmark = pytest.mark.usefixtures("isa")
@@ -56,12 +57,13 @@ def test_any_tile_sizes_matchreference_for(prob, dtype, data):
     y = np.empty_like(reference_for(prob, x, w, b), dtype=dtype)
     plan = numbaconv.explain(x, w, b, algorithm="packed_gemm", **_kwargs(prob))
     k = plan.gemm_k
-    tile = (data.draw(st.integers(1, k), label="kc"),
-            tile_for(plan.dtype).nr * data.draw(st.integers(1, 4), label="panels"),
-            data.draw(st.integers(tile_for(plan.dtype).mr, prob["o"] // prob["groups"]),
-                      label="mc"))
+    tile = PackedTile(
+        kc=data.draw(st.integers(1, k), label="kc"),
+        nc=tile_for(plan.dtype).nr * data.draw(st.integers(1, 4), label="panels"),
+        mc=data.draw(st.integers(tile_for(plan.dtype).mr, prob["o"] // prob["groups"]),
+                     label="mc"))
     if prob["n"]:
-        RUNNERS["packed_gemm"](dataclasses.replace(plan, tile=tile), x, w, b, y)
+        REGISTRY["packed_gemm"].run(dataclasses.replace(plan, tile=tile), x, w, b, y)
         assert_close(y, reference_for(prob, x, w, b), dtype)
 
 
@@ -94,7 +96,7 @@ def test_inputs_are_read_only_and_untouched(rng):
 def test_explain_shows_the_tiles():
     plan = numbaconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1,
                              algorithm="packed_gemm")
-    kc, nc, mc = plan.tile
+    kc, nc, mc = plan.tile.kc, plan.tile.nc, plan.tile.mc
     assert 0 < kc <= 576 and nc % tile_for("float32").nr == 0 and MR <= mc <= 64
     assert plan.workspace_bytes <= plan.threads * kc * nc * 4
     assert "packed per thread" in str(plan)

@@ -23,13 +23,9 @@ PROBLEMS = [
 ]
 
 
-def _installed(peer):
-    return all(importlib.util.find_spec(m) is not None for m in bench.PEER_MODULES[peer])
-
-
-PEER_PARAMS = [pytest.param(p, marks=pytest.mark.skipif(not _installed(p),
-                                                        reason=f"{p} is not installed"))
-               for p in bench.PEERS]
+PEER_PARAMS = [pytest.param(name, marks=pytest.mark.skipif(not peer.installed(),
+                                                           reason=f"{name} is not installed"))
+               for name, peer in bench.PEERS.items()]
 
 
 @pytest.mark.parametrize("peer", PEER_PARAMS)
@@ -55,15 +51,8 @@ def test_peer_matches_reference(peer, layer, layout, dtype):
     assert_close(call(), ref, dtype)  # a second (timed-style) call gives the same
 
 
-def test_registry_is_consistent():
-    assert set(bench.PEERS) == set(bench.PEER_MODULES)
-    assert {"numpy", "torch", "onnxruntime", "jax"} <= set(bench.PEERS)
-    installed = bench.available_peers()
-    assert installed[0] == "numpy"
-    assert installed == [p for p in bench.PEERS if _installed(p)]
-
-
-@pytest.mark.skipif(not _installed("onnxruntime"), reason="onnxruntime is not installed")
+@pytest.mark.skipif(not bench.PEERS["onnxruntime"].installed(),
+                    reason="onnxruntime is not installed")
 @pytest.mark.parametrize("peer", ["onnxruntime", "onnxruntime_gemm"])
 def test_onnxruntime_has_no_float64(peer):
     layer = PROBLEMS[0]
@@ -72,12 +61,49 @@ def test_onnxruntime_has_no_float64(peer):
         bench.PEERS[peer](layer, x, w, "NCHW")
 
 
-def test_asked_only_peers_are_left_out_by_default():
-    from numbaconv.cli import _choose_peers
+def _fake(monkeypatch, name, modules=("numpy",), **kw):
+    """Register a peer that computes with the NumPy baseline and needs ``modules``."""
+    monkeypatch.setitem(bench.PEERS, name, bench.Peer(name, bench.PEERS["numpy"].setup, modules,
+                                                      **kw))
 
-    installed = ["numpy", "onnxruntime", "onnxruntime_gemm"]
-    assert set(bench.ASKED_ONLY_PEERS) <= set(bench.PEERS)
-    assert _choose_peers(None, list(bench.PEERS), installed, bench.ASKED_ONLY_PEERS) == [
-        "numpy", "onnxruntime"]
-    assert _choose_peers(["onnxruntime_gemm"], list(bench.PEERS), installed,
-                         bench.ASKED_ONLY_PEERS) == ["onnxruntime_gemm"]
+
+def test_available_peers_are_the_installed_ones_in_registry_order():
+    assert {"numpy", "torch", "onnxruntime", "jax", "onnxruntime_gemm"} <= set(bench.PEERS)
+    installed = bench.available_peers()
+    assert installed[0] == "numpy"  # the baseline needs nothing but NumPy
+    assert installed == [name for name in bench.PEERS
+                         if all(importlib.util.find_spec(m) for m in bench.PEERS[name].modules)]
+
+
+def test_a_missing_module_makes_a_peer_unavailable(monkeypatch, capsys):
+    _fake(monkeypatch, "needs_nothing_more")
+    _fake(monkeypatch, "needs_a_missing_module", ("numpy", "no_such_module_for_numbaconv"))
+    installed = bench.available_peers()
+    assert installed[-1] == "needs_nothing_more" and "needs_a_missing_module" not in installed
+    # Named, it is left out with a note; by default it is not chosen at all.
+    assert bench.choose_peers(["needs_a_missing_module", "numpy"]) == ["numpy"]
+    assert "needs_a_missing_module is not installed" in capsys.readouterr().err
+    assert "needs_a_missing_module" not in bench.choose_peers(None)
+
+
+def test_asked_only_peers_run_only_when_named(monkeypatch):
+    _fake(monkeypatch, "diagnostic", asked_only=True)
+    default = bench.choose_peers(None)
+    assert "numpy" in default and "diagnostic" not in default
+    assert [name for name, peer in bench.PEERS.items() if peer.asked_only] == [
+        "onnxruntime_gemm", "diagnostic"]
+    assert "onnxruntime_gemm" not in default
+    assert bench.choose_peers(["diagnostic", "numpy", "diagnostic"]) == ["diagnostic", "numpy"]
+
+
+def test_an_unknown_peer_is_an_error_naming_the_known_ones():
+    with pytest.raises(ValueError, match="--compare: unknown peer 'mxnet'; known: numpy, torch"):
+        bench.choose_peers(["mxnet"])
+
+
+def test_a_peer_is_called_like_its_setup():
+    layer = PROBLEMS[0]
+    x, w = bench._rng_arrays(layer, 1, "NHWC", np.float64)
+    peer = bench.PEERS["numpy"]
+    np.testing.assert_array_equal(peer(layer, x, w, "NHWC")(),
+                                  peer.setup(layer, x, w, "NHWC", threads=1)())

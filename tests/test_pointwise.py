@@ -17,8 +17,16 @@ from strategies import DTYPES, LAYOUTS
 
 import numbaconv
 from numbaconv import machine
-from numbaconv._execute import RUNNERS
-from numbaconv._plan import POINTWISE_MAX_FLOPS, pointwise_tile, tile_for, wide_panels
+from numbaconv.algorithms import POINTWISE_MAX_FLOPS, REGISTRY
+from numbaconv.algorithms._base import tile_for
+from numbaconv.algorithms.indirect_gemm import wide_panels
+from numbaconv.algorithms.pointwise_gemm import pointwise_tile
+
+
+def run_with_tile(plan, x, w, b, y, **tile):
+    """Run ``plan`` with its task sizes replaced by ``tile`` (kc, panels, row_tiles)."""
+    plan = dataclasses.replace(plan, tile=dataclasses.replace(plan.tile, **tile))
+    REGISTRY["pointwise_gemm"].run(plan, x, w, b, y)
 
 # Every ISA variant this host runs, in turn (conftest.isa): one register tile each.
 pytestmark = pytest.mark.usefixtures("isa")
@@ -63,11 +71,11 @@ def test_any_task_sizes_match_reference(prob, dtype, layout, data):
     x, w, b, ref = _arrays(prob, dtype, layout, True, 0)
     plan = numbaconv.explain(x, w, b, groups=prob["groups"], layout=layout,
                              algorithm="pointwise_gemm")
-    tile = (data.draw(st.integers(1, plan.gemm_k), label="kc"),
-            data.draw(st.integers(1, 3), label="panels per task"),
-            data.draw(st.integers(1, 4), label="row tiles per task"))
+    tile = dict(kc=data.draw(st.integers(1, plan.gemm_k), label="kc"),
+                panels=data.draw(st.integers(1, 3), label="panels per task"),
+                row_tiles=data.draw(st.integers(1, 4), label="row tiles per task"))
     y = np.full(ref.shape if layout == "NCHW" else to_nhwc(ref).shape, np.nan, dtype)
-    RUNNERS["pointwise_gemm"](dataclasses.replace(plan, tile=tile), x, w, b, y)
+    run_with_tile(plan, x, w, b, y, **tile)
     assert_close(y if layout == "NCHW" else from_nhwc(y), ref, dtype)
 
 
@@ -88,7 +96,7 @@ def test_every_width_of_last_panel_matches_reference(dtype):
             # the dot products of a narrow panel add up across the blocks.
             plan = numbaconv.explain(x, w, b, algorithm="pointwise_gemm")
             y = np.full(ref.shape, np.nan, dtype)
-            RUNNERS["pointwise_gemm"](dataclasses.replace(plan, tile=(3, 2, 1)), x, w, b, y)
+            run_with_tile(plan, x, w, b, y, kc=3, panels=2, row_tiles=1)
             assert_close(y, ref, dtype)
 
 
@@ -116,7 +124,7 @@ def test_tasks_fill_the_threads(layout):
     x = (1, 512, 7, 7) if layout == "NCHW" else (1, 7, 7, 512)
     w = (2048, 512, 1, 1) if layout == "NCHW" else (1, 1, 512, 2048)
     plan = numbaconv.explain(x, w, layout=layout, algorithm="pointwise_gemm")
-    kc, panels, rows = plan.tile
+    kc, panels, rows = plan.tile.kc, plan.tile.panels, plan.tile.row_tiles
     rt = plan.register_tile
     tasks = -(-plan.gemm_n // (panels * rt.nr)) * -(-plan.gemm_m // (rows * rt.mr))
     k_blocks = -(-plan.gemm_k // machine.blocks(rt).kc)  # as few as fit, even
@@ -128,12 +136,12 @@ def test_fewer_panels_per_task_before_splitting_rows(zen3_avx2):
     # 28x28 pixels (49 panels) at batch 1: blocks of 5 panels make 10 tasks,
     # a whole number of rounds for 2 threads, with every row in each task
     # (a row split would pack each panel's B twice).
-    dims = numbaconv.explain((1, 512, 28, 28), (128, 512, 1, 1)).dims
-    kc, panels, rows = pointwise_tile(dims, np.dtype(np.float32), 2)
-    assert (kc, panels) == (256, 5) and rows * 6 >= 128
+    dims = numbaconv.explain((1, 512, 28, 28), (128, 512, 1, 1)).tile.dims
+    tile = pointwise_tile(dims, np.dtype(np.float32), 2)
+    assert (tile.kc, tile.panels) == (256, 5) and tile.row_tiles * 6 >= 128
     # 14x14 with K = 1024 has 13 panels: too few, so its rows split.
-    dims = numbaconv.explain((1, 1024, 14, 14), (256, 1024, 1, 1)).dims
-    assert pointwise_tile(dims, np.dtype(np.float32), 2)[2] * 6 < 256
+    dims = numbaconv.explain((1, 1024, 14, 14), (256, 1024, 1, 1)).tile.dims
+    assert pointwise_tile(dims, np.dtype(np.float32), 2).row_tiles * 6 < 256
 
 
 def test_forcing_it_on_a_layer_that_is_no_gemm_names_the_reason():

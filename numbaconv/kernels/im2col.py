@@ -1,7 +1,7 @@
 """im2col gathers: copy every receptive field of x into a column matrix.
 
 Both kernels read the input through index tables built by the planner
-(``numbaconv._plan.IndexTables``):
+(``numbaconv._tables.IndexTables``):
 
 * ``htab[kh, p]`` is the input row read by kernel row ``kh`` for output row
   ``p``, or -1 where that position is zero padding; ``wtab[kw, q]`` is the

@@ -26,7 +26,7 @@ def conv_indirect(tile, xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_
     (``microkernel_indirect``), with MR output pixels as the tile's rows and
     NR output channels (one weight panel) as its columns.
 
-    The layout is data, in ``dims`` (``_plan.indirect_dims``): n, P*Q, Q,
+    The layout is data, in ``dims`` (``algorithms.indirect_gemm.indirect_dims``): n, P*Q, Q,
     groups, og, K; then the padded input's strides per image, per group,
     per output row (times the stride) and per output column (likewise);
     W[k, o] = ``wf[k*w_k + o*w_o]``; and out[n, o, pixel] is at

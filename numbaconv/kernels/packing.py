@@ -132,7 +132,7 @@ def pad_nhwc(x, xp, prow, pcol):
     """xp[n, i, j, :] = x[n, prow[i], pcol[j], :], or 0 where either is -1.
 
     The padded input of ``indirect_gemm``; the tables are
-    ``_plan.padded_axis`` (so every padding mode works), and x is 1x the
+    ``_tables.padded_axis`` (so every padding mode works), and x is 1x the
     input, not the 9x of a 3x3 column matrix.
     """
     n_n, h_n, w_n, c_n = x.shape

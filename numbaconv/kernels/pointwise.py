@@ -7,7 +7,7 @@ fast (``gemm_1x1``), but its threads are a second pool beside Numba's: in a
 network, where 1x1 layers alternate with Numba kernels, each switch stops
 OpenBLAS's spinning threads (~0.1 ms) and the next GEMM starts them again
 (0.15-0.2 ms), and ResNet-50's 12 layers back to back at batch 1 took
-1.2-1.3x as long as on one pool (docs/performance.md).  Calling OpenBLAS
+1.2-1.3x as long as on one pool (docs/design/decisions.md, "1x1 layers").  Calling OpenBLAS
 single-threaded from each Numba worker instead does not work: NumPy's
 OpenBLAS ran two such calls at once no faster than one after the other.
 
@@ -77,7 +77,7 @@ def _edge_tile(tile, kc, a, a0, lda, bp, bb, bt, cols, scratch):
 def gemm_pointwise(tile, af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
     """C = A @ B (+ bias) for every (image, group) of a 1x1 convolution.
 
-    The layout is data, in ``dims`` (``_plan.pointwise_dims``): images,
+    The layout is data, in ``dims`` (``algorithms.pointwise_gemm.pointwise_dims``): images,
     groups, M, N, K; then A[i, k] = ``af[n*a_n + g*a_g + i*lda + k]``,
     B[k, j] = ``bf[n*b_n + g*b_g + k*ldb + j]``, C[i, j] = ``cf[n*c_n + g*c_g
     + i*ldc + j]``; last, 1 if the bias runs along C's rows (NCHW: rows are

@@ -1,0 +1,102 @@
+"""The algorithms, one module each, and the dispatcher's rules that pick among them.
+
+Each module registers an :class:`Algorithm` (``_base``): which problems it
+can run, how it plans and runs one, and how ``explain()`` describes it.
+``RULES`` is the forward dispatcher, ``BACKWARD_RULES`` the gradients' (and
+so the transposed convolution's): the first rule that applies picks the
+algorithm.  Each rule names the entry of docs/design/decisions.md that
+holds its evidence.  Adding an algorithm is one module here plus, if the
+dispatcher should choose it, one rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import (  # noqa: F401
+    direct_depthwise,
+    gemm_1x1,
+    im2col_gemm,
+    indirect_gemm,
+    packed_gemm,
+    pointwise_gemm,
+)
+from ._base import REGISTRY, Algorithm, Plan, Problem, is_depthwise, is_pointwise, register
+from .indirect_gemm import INDIRECT_MIN_FLOPS, few_pixels, fits, small_images, wide_panels
+
+# 1x1 layers below this much work run on Numba's threads (pointwise_gemm),
+# above it on OpenBLAS's (gemm_1x1): one thread pool across a network of
+# small layers beats OpenBLAS's faster GEMM layer by layer.
+POINTWISE_MAX_FLOPS = 2 * 10**8
+
+# Deeper layers than this pack too large a weight per indirect_gemm call.
+INDIRECT_MAX_K = 2304
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``algorithm`` runs the problems ``applies`` accepts; ``why``: its decisions.md entry."""
+
+    algorithm: str
+    when: str
+    applies: Callable[[Problem], bool]
+    why: str
+
+
+def _pointwise_one_block(p: Problem) -> bool:
+    g, dtype, isa = p.geometry, p.dtype, p.isa
+    return (is_pointwise(g) and wide_panels(dtype, isa) and few_pixels(g, dtype, isa)
+            and fits(g, dtype, p.prepacked, isa))
+
+
+def _indirect(p: Problem) -> bool:
+    g, dtype, isa = p.geometry, p.dtype, p.isa
+    channels_first = not p.layout.channels_last
+    one_block = few_pixels(g, dtype, isa) and (channels_first or wide_panels(dtype, isa))
+    deep_ok = (p.prepacked or g.cg * g.kh * g.kw <= INDIRECT_MAX_K or one_block
+               or (channels_first and small_images(g, dtype)))
+    return deep_ok and g.flops >= INDIRECT_MIN_FLOPS and fits(g, dtype, p.prepacked, isa)
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("direct_depthwise", "depthwise: groups == C > 1",
+         lambda p: is_depthwise(p.geometry), "Depthwise layers: direct_depthwise"),
+    Rule("indirect_gemm", "1x1 whose output pixels make one block of tiles, on a wide tile "
+         "(wide_panels), and one padded image and the packed weight fit the workspace",
+         _pointwise_one_block, "1x1 layers with few pixels: indirect_gemm on wide tiles"),
+    Rule("pointwise_gemm", "1x1 below POINTWISE_MAX_FLOPS",
+         lambda p: is_pointwise(p.geometry) and p.geometry.flops < POINTWISE_MAX_FLOPS,
+         "1x1 layers: pointwise_gemm below POINTWISE_MAX_FLOPS, else gemm_1x1"),
+    Rule("gemm_1x1", "other 1x1 layers", lambda p: is_pointwise(p.geometry),
+         "1x1 layers: pointwise_gemm below POINTWISE_MAX_FLOPS, else gemm_1x1"),
+    Rule("indirect_gemm",
+         "K <= INDIRECT_MAX_K (any K with a PackedWeight, or whose pixels make one block in "
+         "NCHW or on a wide tile, or NCHW float32 images of at most 64 pixels), at least "
+         "INDIRECT_MIN_FLOPS, and one padded image (and the weight panels it packs) fits "
+         "the workspace",
+         _indirect, "3x3 and other layers: indirect_gemm"),
+    Rule("im2col_gemm", "everything else", lambda p: True, "Everything else: im2col_gemm"),
+)
+
+BACKWARD_RULES: tuple[Rule, ...] = (
+    Rule("direct_depthwise", "depthwise: groups == C > 1",
+         lambda p: is_depthwise(p.geometry),
+         "Gradients: direct_depthwise, gemm_1x1, else im2col_gemm"),
+    Rule("gemm_1x1", "1x1 layers: no col2im", lambda p: is_pointwise(p.geometry),
+         "Gradients: direct_depthwise, gemm_1x1, else im2col_gemm"),
+    Rule("im2col_gemm", "everything else", lambda p: True,
+         "Gradients: direct_depthwise, gemm_1x1, else im2col_gemm"),
+)
+
+
+def choose(problem: Problem, rules: tuple[Rule, ...] = RULES) -> str:
+    """The algorithm of the first rule that applies to ``problem``."""
+    for rule in rules:
+        if rule.applies(problem):
+            return rule.algorithm
+    raise AssertionError("the last rule applies to every problem")  # pragma: no cover
+
+
+__all__ = ["BACKWARD_RULES", "REGISTRY", "RULES", "Algorithm", "Plan", "Problem", "Rule",
+           "choose", "register"]
