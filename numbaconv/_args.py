@@ -90,8 +90,8 @@ class Layout:
         return (2, 1) if self.channels_last else (1, 2)
 
     def __eq__(self, other) -> bool:
-        if isinstance(other, str):
-            return other.upper() == self.name
+        if isinstance(other, str):  # exact, so that equal values hash alike
+            return other == self.name
         return isinstance(other, Layout) and other.name == self.name
 
     def __hash__(self) -> int:
@@ -99,6 +99,9 @@ class Layout:
 
     def __str__(self) -> str:
         return self.name
+
+    def __repr__(self) -> str:
+        return f"Layout({self.name!r})"
 
 
 def _place(values, axes):

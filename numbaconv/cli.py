@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _algorithm_names() -> tuple[str, ...]:
+def _algorithm_names() -> list[str]:
     """The algorithm names ``--algorithm`` accepts besides auto, read when asked."""
     from ._plan import algorithm_names
 

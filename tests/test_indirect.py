@@ -145,7 +145,7 @@ def test_the_dispatcher_picks_it_for_wide_layers():
     assert numbaconv.explain((8, 256, 14, 14), (256, 256, 3, 3), padding=1).algorithm == (
         "indirect_gemm")  # K = 2304
     small = numbaconv.explain((1, 64, 28, 28), (64, 64, 3, 3), padding=1)
-    assert small.algorithm == "im2col_gemm"  # 784 pixels: see choose_algorithm
+    assert small.algorithm == "im2col_gemm"  # 784 pixels: see algorithms.RULES
     assert numbaconv.explain((1, 64, 56, 56), (64, 64, 3, 3), padding=1).algorithm == (
         "indirect_gemm")  # 3136 pixels
 

@@ -51,7 +51,7 @@ def test_packed_weight_matches_reference(prob, dtype, layout, algorithm, with_bi
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_deep_layer_takes_indirect_gemm_only_when_packed(layout, rng):
-    # K = 512*9 = 4608: above the per-call packing limit (see choose_algorithm),
+    # K = 512*9 = 4608: above the per-call packing limit (see algorithms.RULES),
     # with two images' pixels (66 tiles) more than one block, on images of
     # more than 64 pixels.
     x = rng.standard_normal((2, 512, 14, 14)).astype(np.float32)

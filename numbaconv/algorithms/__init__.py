@@ -14,14 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import (  # noqa: F401
-    direct_depthwise,
-    gemm_1x1,
-    im2col_gemm,
-    indirect_gemm,
-    packed_gemm,
-    pointwise_gemm,
-)
+# Imported (so registered) in the order algorithm_names() lists them.
+# isort: off
+from . import gemm_1x1, pointwise_gemm, im2col_gemm  # noqa: F401
+from . import indirect_gemm, packed_gemm, direct_depthwise  # noqa: F401
+# isort: on
 from ._base import REGISTRY, Algorithm, Plan, Problem, is_depthwise, is_pointwise, register
 from .indirect_gemm import INDIRECT_MIN_FLOPS, few_pixels, fits, small_images, wide_panels
 

@@ -57,15 +57,15 @@ def plan_gemm(problem: Problem, algorithm: str, columns: bool) -> Plan:
             return (g.c + g.o) * g.q * item if batched else 0
         return (g.c * kk + (g.o if batched else 0)) * g.q * item
 
-    def chunks(batched: bool) -> tuple[int, int, int]:
+    def chunk_sizes(batched: bool) -> tuple[int, int, int]:
         row_bytes = scratch_per_row(batched)
         bc, rc = chunking(g, row_bytes, problem.limit) if row_bytes else (max(g.n, 1), g.p)
         return row_bytes, bc, rc
 
-    row_bytes, bc, rc = chunks(batched)
+    row_bytes, bc, rc = chunk_sizes(batched)
     if batched and rc < g.p:  # batching needs whole images; a band does not fit
         batched = False
-        row_bytes, bc, rc = chunks(False)
+        row_bytes, bc, rc = chunk_sizes(False)
     nchunks = ceil_div(g.n, bc) * ceil_div(g.p, rc) if g.n else 0
     k = g.cg * kk
     if layout.channels_last:

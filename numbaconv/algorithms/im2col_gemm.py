@@ -8,6 +8,8 @@ the same GEMMs transposed, with col2im (the gather's adjoint) for grad_x.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._execute import gather, quiet_fp, scatter, view, workspace
@@ -43,7 +45,7 @@ def cols_shape(plan: Plan, nb: int, pb: int) -> tuple[int, ...]:
 def chunk_columns(plan: Plan, buf: np.ndarray, nb: int, pb: int) -> tuple[np.ndarray, int]:
     """A chunk's column matrix at the start of the workspace ``buf``, and its size."""
     shape = cols_shape(plan, nb, pb)
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     return view(buf[:size], shape), size
 
 

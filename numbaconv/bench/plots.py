@@ -49,8 +49,8 @@ def plot(rows: list[dict], path: str, sgemm: float, layers: Iterable[Layer] = ()
     impls = ["numbaconv"] + [p for p in PEERS if any(f"{p}_ms" in r for r in rows)]
     colours = {"numbaconv": NUMBACONV_COLOUR} | {p: PEERS[p].colour for p in impls[1:]}
     names = list(dict.fromkeys(r["name"] for r in rows))
-    present = {r["layout"] for r in rows}
-    layouts = [lay for lay in LAYOUTS.values() if lay in present]  # a Layout equals its name
+    present = {str(r["layout"]) for r in rows}
+    layouts = [name for name in LAYOUTS if name in present]
     groups = list(dict.fromkeys((r["batch"], r["dtype"], r["threads"]) for r in rows))
     by_name = {layer.name: layer for layer in layers}
     short = _short_names(names)
@@ -73,7 +73,7 @@ def plot(rows: list[dict], path: str, sgemm: float, layers: Iterable[Layer] = ()
         for li, layout in enumerate(layouts):
             row, col = (gi * len(layouts) + li, 0) if stacked else (gi, li)
             ax = axes[row, col]
-            panel = panels.get((layout.name, n, dtype, threads), {})
+            panel = panels.get((layout, n, dtype, threads), {})
             for ii, impl in enumerate(impls):
                 key = "median_ms" if impl == "numbaconv" else f"{impl}_ms"
                 values = [panel[name]["gflop"] / panel[name][key] * 1e3

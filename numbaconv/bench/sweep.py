@@ -13,11 +13,11 @@ import contextlib
 import dataclasses
 import functools
 import itertools
+import math
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .._args import layout_of
 from . import isolate
 from .checks import _close, _sample_close
 from .host import machine_info
@@ -76,6 +76,8 @@ def _parts_alone(plan, x: np.ndarray, repeat: int) -> tuple[float | None, float 
     fill the plan's column buffer chunk by chunk, as conv2d does.
     """
     from .. import _execute
+    from ..algorithms._gemm import chunks
+    from ..algorithms.im2col_gemm import chunk_columns, cols_shape
 
     if not plan.gemm_calls:
         return None, None
@@ -91,38 +93,15 @@ def _parts_alone(plan, x: np.ndarray, repeat: int) -> tuple[float | None, float 
     gemm = measure(gemms, repeat).median
     if plan.algorithm != "im2col_gemm":
         return gemm, None
-    g = plan.geometry
     xc = np.ascontiguousarray(x)
-    bc, rc = plan.batch_chunk, plan.row_chunk
-    cols = np.empty(_cols_shape(plan, bc, rc), x.dtype)
+    buf = np.empty(math.prod(cols_shape(plan, plan.batch_chunk, plan.row_chunk)), x.dtype)
 
     def gathers():
-        for n0 in range(0, g.n, bc):
-            nb = min(bc, g.n - n0)
-            for p0 in range(0, g.p, rc):
-                pb = min(rc, g.p - p0)
-                if (nb, pb) == (bc, rc):  # the partial last chunk costs the same per byte
-                    _execute.gather(plan, xc, cols, n0, p0, nb, row_major=plan.gemm_batched)
-                else:
-                    _execute.gather(plan, xc, _partial(cols, plan, nb, pb), n0, p0, nb,
-                                    row_major=plan.gemm_batched)
+        for n0, nb, p0, pb in chunks(plan):
+            cols, _ = chunk_columns(plan, buf, nb, pb)
+            _execute.gather(plan, xc, cols, n0, p0, nb, row_major=plan.gemm_batched)
 
     return gemm, measure(gathers, repeat).median
-
-
-def _cols_shape(plan, nb: int, pb: int) -> tuple[int, ...]:
-    """The column buffer of an im2col_gemm chunk of ``nb`` images and ``pb`` output rows."""
-    g = plan.geometry
-    rows = g.c * g.kh * g.kw
-    if layout_of(plan.layout).channels_last:  # one (pixels, rows) matrix: cols @ W
-        return (nb * pb * g.q, rows)
-    return (rows, nb, pb * g.q) if plan.gemm_batched else (nb, rows, pb * g.q)
-
-
-def _partial(cols: np.ndarray, plan, nb: int, pb: int) -> np.ndarray:
-    """The front of ``cols`` shaped for a smaller last chunk."""
-    shape = _cols_shape(plan, nb, pb)
-    return cols.reshape(-1)[: int(np.prod(shape))].reshape(shape)
 
 
 def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float,

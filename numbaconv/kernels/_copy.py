@@ -72,7 +72,9 @@ def add_edges(dst, drow, src, s, wrow, q_from, q_to):
 # (``IndexTables.wint[kw]``).  The interior runs without the table, a loop
 # LLVM vectorises; only the edges q < a and q >= z look it up.  One skeleton,
 # three operations on the pair (row r[s+q], image x[base + column]):
-# gather, scatter-add and dot.
+# gather, scatter-add and dot.  The gathers and scatters of im2col/col2im keep the
+# pieces above (copy_edges, copy_strided, add_edges, add_run): they take
+# their table row once per tap, outside the pixel loop, and were timed so.
 # --------------------------------------------------------------------------
 def _row_loop(op):
     """The skeleton with ``carry = op(carry, r, s+q, x, i, inside, alpha)`` at every q.

@@ -7,7 +7,8 @@ fast (``gemm_1x1``), but its threads are a second pool beside Numba's: in a
 network, where 1x1 layers alternate with Numba kernels, each switch stops
 OpenBLAS's spinning threads (~0.1 ms) and the next GEMM starts them again
 (0.15-0.2 ms), and ResNet-50's 12 layers back to back at batch 1 took
-1.2-1.3x as long as on one pool (docs/design/decisions.md, "1x1 layers").  Calling OpenBLAS
+1.2-1.3x as long as on one pool (docs/design/decisions.md, "1x1 layers: pointwise_gemm below
+POINTWISE_MAX_FLOPS, else gemm_1x1").  Calling OpenBLAS
 single-threaded from each Numba worker instead does not work: NumPy's
 OpenBLAS ran two such calls at once no faster than one after the other.
 
