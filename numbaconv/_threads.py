@@ -25,6 +25,15 @@
    the next threaded BLAS call starts them again.  NUMBACONV_BLAS_SPIN=keep
    turns it off.  Evidence: docs/design/decisions.md, "Stopping OpenBLAS's
    threads before Numba kernels".
+
+5. fork().  GNU OpenMP cannot run in a child forked after its pool started:
+   Numba's omp layer kills such a child at its first parallel launch
+   ("Terminating: fork() called from a process already using GNU OpenMP").
+   TBB, a dependency where PyPI has it, is the default layer and is
+   fork-safe.  Where the layer is omp anyway, a forked child runs serial
+   builds of the kernels (``forked_from_openmp``).  Evidence:
+   docs/design/decisions.md, "Fork safety: TBB by default, serial kernels
+   in OpenMP's children".
 """
 
 from __future__ import annotations
@@ -37,6 +46,16 @@ import threading
 from ._openblas import openblas_shutdowns
 
 SPINCOUNT = "10000"
+
+
+def threading_layer() -> str | None:
+    """Numba's threading layer, or None before the first parallel launch."""
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return None
 
 
 def _numba_libgomp_loaded() -> bool:
@@ -62,6 +81,9 @@ def _tame_openmp_spin() -> str:
         return f"could not start Numba's threads early ({err}): default OpenMP spinning"
     finally:
         del os.environ["GOMP_SPINCOUNT"]
+    layer = threading_layer()
+    if layer != "omp":
+        return f"no OpenMP in Numba's {layer} layer"
     return f"GOMP_SPINCOUNT={SPINCOUNT} for Numba's OpenMP threads"
 
 
@@ -97,15 +119,18 @@ _blas_shutdowns, blas_spin = openblas_shutdowns()
 
 _launch_lock = threading.Lock()
 
+# Set in a child forked from a process whose OpenMP pool had started (5.).
+forked_from_openmp = False
 
-def threading_layer() -> str | None:
-    """Numba's threading layer, or None before the first parallel launch."""
-    import numba
 
-    try:
-        return numba.threading_layer()
-    except ValueError:
-        return None
+def _after_fork_in_child() -> None:
+    global forked_from_openmp
+    if threading_layer() == "omp":
+        forked_from_openmp = True
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _unlocked = None  # a no-op context, once the layer is known to be thread-safe

@@ -342,36 +342,6 @@ def test_matches_pytorch(mode, rng):
     assert_close(y, ref, np.float64)
 
 
-def test_concurrent_calls_under_the_workqueue_layer():
-    # Numba's workqueue layer aborts the whole process on concurrent parallel
-    # launches; numbaconv serialises launches under it.  Run it in a child.
-    import subprocess
-    import sys
-    import textwrap
-
-    code = textwrap.dedent("""
-        import threading, numpy as np, numba, numbaconv
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((2, 8, 16, 16)).astype(np.float32)
-        w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
-        ref = numbaconv.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1)
-        bad = []
-        def work():
-            for _ in range(20):
-                y = numbaconv.conv2d(x, w, padding=1)
-                if np.abs(y - ref).max() > 1e-3:
-                    bad.append(1)
-        ts = [threading.Thread(target=work) for _ in range(8)]
-        [t.start() for t in ts]; [t.join() for t in ts]
-        print(numba.threading_layer(), len(bad))
-    """)
-    env = {**__import__("os").environ, "NUMBA_THREADING_LAYER": "workqueue"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["workqueue", "0"]
-
-
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])

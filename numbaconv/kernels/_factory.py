@@ -7,6 +7,7 @@ importing the kernel modules below fills the registry.
 from __future__ import annotations
 
 import functools
+import types as pytypes
 import warnings
 
 import numba
@@ -39,7 +40,7 @@ def _signature(kind: str, layout: str, dtype: np.dtype, isa: str | None):
 _disk_cache_failed = False
 
 
-def _compile(pyfunc, sig, cacheable: bool = True):
+def _compile(pyfunc, sig, cacheable: bool = True, parallel: bool = True):
     """njit with the disk cache when allowed and possible.
 
     Numba raises at decoration time when no cache directory is writable (a
@@ -49,7 +50,7 @@ def _compile(pyfunc, sig, cacheable: bool = True):
     global _disk_cache_failed
     use_cache = cacheable and config.disk_cache and not _disk_cache_failed
     try:
-        return numba.njit(sig, parallel=True, cache=use_cache, nogil=True)(pyfunc)
+        return numba.njit(sig, parallel=parallel, cache=use_cache, nogil=True)(pyfunc)
     except RuntimeError as err:
         if not use_cache or "cannot cache" not in str(err):
             raise
@@ -61,29 +62,56 @@ def _compile(pyfunc, sig, cacheable: bool = True):
             RuntimeWarning,
             stacklevel=3,
         )
-        return numba.njit(sig, parallel=True, cache=False, nogil=True)(pyfunc)
+        return numba.njit(sig, parallel=parallel, cache=False, nogil=True)(pyfunc)
+
+
+def _serial_twin(pyfunc):
+    """The same function under another name, for its serial build.
+
+    Numba's disk-cache index keys entries by signature and bytecode, not by
+    ``parallel``: under one name the serial build would load, or overwrite,
+    the parallel one.  The name picks the cache file.
+    """
+    twin = pytypes.FunctionType(pyfunc.__code__, pyfunc.__globals__, pyfunc.__name__,
+                                pyfunc.__defaults__, pyfunc.__closure__)
+    twin.__qualname__ = pyfunc.__qualname__ + "__serial"
+    twin.__module__ = pyfunc.__module__
+    return twin
 
 
 class Kernel:
     """A compiled kernel; calling it launches it under the threading-layer guard.
 
     A kernel that takes the register tile gets it here, first: callers pass
-    only the arrays and numbers.
+    only the arrays and numbers.  In a child forked from a process whose
+    OpenMP pool had started, where a parallel launch would kill the process,
+    it runs a serial build instead, compiled on first use (``_threads``, 5.).
     """
 
-    __slots__ = ("dispatcher", "name", "tile")
+    __slots__ = ("_serial", "dispatcher", "name", "sig", "spec", "tile")
 
-    def __init__(self, name: str, dispatcher, tile=None):
+    def __init__(self, name: str, dispatcher, tile=None, spec=None, sig=None):
         self.name = name
         self.dispatcher = dispatcher
         self.tile = tile
+        self.spec = spec
+        self.sig = sig
+        self._serial = None
 
     def __call__(self, *args) -> None:
+        dispatcher = self.serial() if _threads.forked_from_openmp else self.dispatcher
         with _threads.launch_lock():
             if self.tile is None:
-                self.dispatcher(*args)
+                dispatcher(*args)
             else:
-                self.dispatcher(self.tile, *args)
+                dispatcher(self.tile, *args)
+
+    def serial(self):
+        """The kernel compiled without ``parallel``: its prange loops run on this thread."""
+        if self._serial is None:
+            self._serial = _compile(_serial_twin(self.spec.pyfunc), self.sig,
+                                    self.spec.disk_cache, parallel=False)
+        return self._serial
 
     def __repr__(self) -> str:
         return f"<numbaconv kernel {self.name}>"
@@ -110,7 +138,7 @@ def _get(kind: str, layout: str, dtype: str, isa: str | None) -> Kernel:
         # path: 0.4 us a launch instead of 2.8 us through typeof's registry.
         object.__setattr__(tile, "_numba_type_", sig.args[0])
     return Kernel(f"{kind}_{layout.lower()}[{dtype}{', ' + isa if isa else ''}]",
-                  _compile(spec.pyfunc, sig, spec.disk_cache), tile)
+                  _compile(spec.pyfunc, sig, spec.disk_cache), tile, spec, sig)
 
 
 def kernel_cache_info():
