@@ -7,13 +7,18 @@ the argument and give the expected and the actual value.
 
 from __future__ import annotations
 
+import math
 import numbers
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+# No convolution has a size or hyper-parameter larger than this; refusing
+# them keeps every index product (one such value times another) in int64.
+MAX_VALUE = 2**31 - 1
 
 
 # --------------------------------------------------------------------------
@@ -124,13 +129,13 @@ def layout_of(layout) -> Layout:
     if isinstance(layout, Layout):
         return layout
     if not isinstance(layout, str) or layout.upper() not in LAYOUTS:
-        raise ValueError(f"layout: expected one of {sorted(LAYOUTS)}, got {layout!r}")
+        raise ValueError(f"layout: expected one of {sorted(LAYOUTS)}, got {shown(layout)}")
     return LAYOUTS[layout.upper()]
 
 
 def padding_mode_of(mode) -> str:
     if not isinstance(mode, str) or mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode: expected one of {list(PADDING_MODES)}, got {mode!r}")
+        raise ValueError(f"padding_mode: expected one of {list(PADDING_MODES)}, got {shown(mode)}")
     return mode
 
 
@@ -141,18 +146,40 @@ def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)
 
 
+def shown(value) -> str:
+    """A user's value for a one-line message: arrays by shape and dtype, long reprs cut."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if isinstance(shape, tuple) and dtype is not None and math.prod(shape) > 8:
+        return f"{type(value).__name__} of shape {tuple(shape)} and dtype {dtype}"
+    try:
+        text = " ".join(repr(value).split())
+    except Exception:  # a repr that fails must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _is_sequence(value) -> bool:
+    """A tuple, list or 1-d array (a 0-d array has no length)."""
+    return isinstance(value, tuple | list) or isinstance(value, np.ndarray) and value.ndim == 1
+
+
+def check_max(values, name: str, given) -> None:
+    """ValueError naming ``name`` when a value exceeds MAX_VALUE."""
+    if max(values, default=0) > MAX_VALUE:
+        raise ValueError(f"{name}: expected values <= {MAX_VALUE} (2**31 - 1), got {shown(given)}")
+
+
 def int_pair(value, name: str, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each >= minimum, as a pair."""
     if _is_int(value):
         pair = (int(value), int(value))
-    elif isinstance(value, tuple | list | np.ndarray) and len(value) == 2 and all(
-        _is_int(v) for v in value
-    ):
+    elif _is_sequence(value) and len(value) == 2 and all(_is_int(v) for v in value):
         pair = (int(value[0]), int(value[1]))
     else:
-        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {shown(value)}")
     if min(pair) < minimum:
-        raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
+        raise ValueError(f"{name}: expected values >= {minimum}, got {shown(value)}")
+    check_max(pair, name, value)
     return pair
 
 
@@ -177,7 +204,8 @@ def resolve_padding(padding, in_hw, kernel_hw, stride, dilation) -> Pads:
                 total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
                 pads += [total // 2, total - total // 2]
             return tuple(pads)  # type: ignore[return-value]
-        raise ValueError(f"padding: expected 'same', 'valid', an int or pairs, got {padding!r}")
+        raise ValueError(
+            f"padding: expected 'same', 'valid', an int or pairs, got {shown(padding)}")
     if _is_int(padding):
         pads = (int(padding),) * 4
     elif isinstance(padding, tuple | list) and len(padding) == 2:
@@ -193,15 +221,16 @@ def resolve_padding(padding, in_hw, kernel_hw, stride, dilation) -> Pads:
         else:
             raise TypeError(
                 "padding: expected an int, a pair (ph, pw) or ((top, bottom), (left, right)), "
-                f"got {padding!r}"
+                f"got {shown(padding)}"
             )
     else:
         raise TypeError(
             "padding: expected an int, a pair (ph, pw), ((top, bottom), (left, right)), "
-            f"'same' or 'valid', got {padding!r}"
+            f"'same' or 'valid', got {shown(padding)}"
         )
     if min(pads) < 0:
-        raise ValueError(f"padding: expected values >= 0, got {padding!r}")
+        raise ValueError(f"padding: expected values >= 0, got {shown(padding)}")
+    check_max(pads, "padding", padding)
     return pads  # type: ignore[return-value]
 
 
@@ -227,6 +256,19 @@ def as_float_array(obj, name: str) -> np.ndarray:
             "float64"
         )
     return arr
+
+
+def dtype_of(dtype) -> np.dtype:
+    """A ``dtype=`` argument as float32 or float64, or a TypeError naming it."""
+    try:
+        if not isinstance(dtype, type | str | np.dtype):
+            raise TypeError
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"dtype: expected float32 or float64, got {shown(dtype)}") from None
+    if dt not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
 
 
 def native(dtype) -> np.dtype:
@@ -347,16 +389,53 @@ def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, g
     pads = resolve_padding(padding, (h, w), (kh, kw), stride, dilation)
     check_padding_mode(padding_mode, pads, (h, w))
     p, q = output_hw((h, w), (kh, kw), stride, dilation, pads, names)
+    pt, pb, pl, pr = pads
+    # The input (a contiguous copy, at float32 at least), the output, and the
+    # index tables over the padded axes (int64).
+    check_fits(4 * (n * c * h * w + n * o * p * q) + 16 * (h + pt + pb + w + pl + pr),
+               f"a convolution of {x_name} {tuple(x_shape)} to an output "
+               f"{layout.x_shape(n, o, p, q)}")
+    # Along an axis of one output pixel the stride is never applied: any
+    # stride past the padded input's slack gives that one pixel.  The
+    # smallest such stride keeps the tables (sized by stride * P) small.
+    slack = (h + pt + pb - (kh - 1) * dilation[0] - 1, w + pl + pr - (kw - 1) * dilation[1] - 1)
+    stride = tuple(min(s, slack[i] + 1) if out == 1 else s
+                   for i, (s, out) in enumerate(zip(stride, (p, q), strict=True)))
     return Geometry(n, c, h, w, o, kh, kw, stride, dilation, pads, groups, padding_mode, p, q)
 
 
 def groups_of(groups) -> int:
     """``groups`` as a positive int, or a TypeError/ValueError naming it."""
     if not _is_int(groups):
-        raise TypeError(f"groups: expected an int, got {groups!r}")
+        raise TypeError(f"groups: expected an int, got {shown(groups)}")
     if groups < 1:
         raise ValueError(f"groups: expected an int >= 1, got {groups}")
+    check_max((groups,), "groups", groups)
     return int(groups)
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # not POSIX
+        return None
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"
+
+
+def check_fits(nbytes: int, what: str) -> None:
+    """MemoryError before allocating, when ``what`` needs more bytes than the machine has.
+
+    NumPy would allocate lazily and the OS kill the process when the pages are
+    touched; a problem larger than the whole memory cannot succeed anyway.
+    """
+    limit = physical_memory()
+    if limit is not None and nbytes > limit:
+        raise MemoryError(f"{what} needs {_gib(nbytes)}, more than this machine's "
+                          f"{_gib(limit)} of memory")
 
 
 def ensure_ndim(arr: np.ndarray, name: str, allowed: tuple[int, ...], desc: str) -> None:
@@ -373,10 +452,13 @@ __all__ = [
     "Geometry",
     "LAYOUTS",
     "Layout",
+    "MAX_VALUE",
     "PADDING_MODES",
     "SUPPORTED_DTYPES",
     "as_float_array",
     "ceil_div",
+    "check_fits",
+    "check_max",
     "conv_geometry",
     "contiguous",
     "ensure_ndim",

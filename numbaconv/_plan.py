@@ -20,7 +20,7 @@ import numba
 import numpy as np
 
 from . import config, kernels, machine
-from ._args import Geometry, Layout
+from ._args import Geometry, Layout, shown
 from .algorithms import BACKWARD_RULES, REGISTRY, RULES, Plan, Problem, choose
 
 __all__ = ["CacheInfo", "Plan", "backward_plan", "cache_clear", "cache_info", "get_plan",
@@ -47,11 +47,11 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
     indirect_gemm can use (the same layout, groups and dtype).
     """
     problem = problem_of(g, layout, dtype, prepacked)
-    if algorithm == "auto":
+    if isinstance(algorithm, str) and algorithm == "auto":
         algorithm = choose(problem, rules)
-    elif algorithm not in REGISTRY:
+    elif not isinstance(algorithm, str) or algorithm not in REGISTRY:
         raise ValueError(f"algorithm: expected 'auto' or one of {algorithm_names()}, got "
-                         f"{algorithm!r}")
+                         f"{shown(algorithm)}")
     why_not = REGISTRY[algorithm].unsupported(problem)
     if why_not is not None:
         raise ValueError(f"algorithm: {algorithm!r} {why_not}")
@@ -69,6 +69,8 @@ _stats = {"hits": 0, "misses": 0}
 def get_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto",
              prepacked: bool = False, rules=RULES) -> Plan:
     """The cached plan for this problem signature; built on the first call."""
+    if not isinstance(algorithm, str):  # the key must hash; make_plan words the error
+        return make_plan(g, layout, dtype, algorithm, prepacked, rules)
     key = (layout.name, np.dtype(dtype).name, g, algorithm, prepacked, rules,
            config.max_workspace_bytes, config.gemm_batch_below, numba.get_num_threads(),
            machine.variant())

@@ -165,8 +165,10 @@ def _check_count(n) -> int:
 
     import numba
 
+    from ._args import shown
+
     if not isinstance(n, numbers.Integral) or isinstance(n, bool):
-        raise TypeError(f"n: expected an int number of threads, got {n!r}")
+        raise TypeError(f"n: expected an int number of threads, got {shown(n)}")
     if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(
             f"n: expected 1 <= n <= {numba.config.NUMBA_NUM_THREADS} (Numba's pool size), got {n}"

@@ -33,7 +33,7 @@ def _shape_arg(value, name: str, ndims: tuple[int, ...]) -> tuple[int, ...]:
         shape = value.shape
     else:
         raise TypeError(f"{name}: expected a shape (a tuple of ints) or an array, got "
-                        f"{value!r}")
+                        f"{_args.shown(value)}")
     if len(shape) not in ndims or min(shape, default=0) < 0:
         want = " or ".join(f"{d}" for d in ndims)
         raise ValueError(f"{name}: expected {want} non-negative sizes, got {shape}")
@@ -47,7 +47,7 @@ def _needs(needs) -> tuple[bool, bool, bool]:
         or not all(isinstance(v, bool | np.bool_) for v in needs)
     ):
         raise TypeError("needs: expected three bools (grad_x, grad_weight, grad_bias), got "
-                        f"{needs!r}")
+                        f"{_args.shown(needs)}")
     return tuple(bool(v) for v in needs)  # type: ignore[return-value]
 
 

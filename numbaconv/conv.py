@@ -198,9 +198,7 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     if dtype is None:  # as conv2d's result: every array's dtype counts
         known = [d for d in (x_dtype, w_dtype, b_dtype) if d is not None]
         dtype = np.result_type(*known) if known else np.float32
-    dtype = np.dtype(dtype)
-    if dtype not in _args.SUPPORTED_DTYPES:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    dtype = _args.dtype_of(dtype)
     prepacked = isinstance(weight, PackedWeight) and (
         weight.panels_for(layout, groups, dtype) is not None)
     return make_plan(g, layout, dtype, algorithm, prepacked)
@@ -246,6 +244,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, layout="NCHW",
     dtype = _args.native(x.dtype)
     plan = make_plan(g, layout, dtype, "im2col_gemm")
     length, rows = g.p * g.q, g.c * g.kh * g.kw
+    _args.check_fits(g.n * length * rows * dtype.itemsize,
+                     f"im2col's column matrix of {g.n}x{rows}x{length}")
     # The gather writes (N*L, rows) channels last, which reshapes to (N, L, rows).
     cols = np.empty((g.n, length, rows) if layout.channels_last else (g.n, rows, length),
                     dtype=dtype)

@@ -41,20 +41,11 @@ __all__ = ["Conv2d", "ConvTranspose2d"]
 
 def _positive_int(value, name: str) -> int:
     if not _args._is_int(value):
-        raise TypeError(f"{name}: expected an int, got {value!r}")
+        raise TypeError(f"{name}: expected an int, got {_args.shown(value)}")
     if value < 1:
         raise ValueError(f"{name}: expected an int >= 1, got {value}")
+    _args.check_max((value,), name, value)
     return int(value)
-
-
-def _layer_dtype(dtype) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
-    if dt not in _args.SUPPORTED_DTYPES:
-        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
-    return dt
 
 
 def _uniform(rng: np.random.Generator, bound: float, shape, dtype) -> np.ndarray:
@@ -80,9 +71,9 @@ class _Layer:
                                  f"groups={self.groups}")
         self.kernel_size = _args.int_pair(kernel_size, "kernel_size", 1)
         self.layout = _args.layout_of(layout).name
-        self.dtype = _layer_dtype(dtype)
+        self.dtype = _args.dtype_of(dtype)
         if not isinstance(bias, bool | np.bool_):
-            raise TypeError(f"bias: expected True or False, got {bias!r}")
+            raise TypeError(f"bias: expected True or False, got {_args.shown(bias)}")
         self.grad_weight = self.grad_bias = None
         self._cache = None
         self.training = True
@@ -92,7 +83,13 @@ class _Layer:
         # PyTorch's reset_parameters: kaiming_uniform_(a=sqrt(5)) gives
         # bound = gain * sqrt(3 / fan_in) with gain = sqrt(2 / (1 + 5)), which
         # is 1 / sqrt(fan_in); the bias uses the same bound.
-        rng = np.random.default_rng(rng)
+        _args.check_fits(math.prod(w_shape) * self.dtype.itemsize,
+                         f"a weight of shape {tuple(w_shape)}")
+        try:
+            rng = np.random.default_rng(rng)
+        except (TypeError, ValueError):
+            raise TypeError(f"rng: expected a numpy.random.Generator, a non-negative int seed "
+                            f"or None, got {_args.shown(rng)}") from None
         bound = 1.0 / math.sqrt(fan_in)
         self.weight = _uniform(rng, bound, w_shape, self.dtype)
         self.bias = _uniform(rng, bound, (self.out_channels,), self.dtype) if bias else None
@@ -103,7 +100,7 @@ class _Layer:
     def train(self, mode=True):
         """Training mode (the default): forward keeps what backward needs.  Returns the layer."""
         if not isinstance(mode, bool | np.bool_):
-            raise TypeError(f"mode: expected True or False, got {mode!r}")
+            raise TypeError(f"mode: expected True or False, got {_args.shown(mode)}")
         self.training = bool(mode)
         return self
 
@@ -317,7 +314,7 @@ class ConvTranspose2d(_Layer):
                  output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros", *,
                  layout="NCHW", dtype=np.float32, rng=None):
         super().__init__(in_channels, out_channels, kernel_size, groups, bias, layout, dtype)
-        if padding_mode != "zeros":
+        if _args.padding_mode_of(padding_mode) != "zeros":
             raise ValueError(f"padding_mode: ConvTranspose2d supports only 'zeros', got "
                              f"{padding_mode!r}")
         kh, kw = self.kernel_size

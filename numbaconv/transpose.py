@@ -67,15 +67,13 @@ class TransposeProblem:
 def _transpose_padding(padding) -> tuple[int, int, int, int]:
     if isinstance(padding, str):
         raise ValueError("padding: conv_transpose2d expects an int, (ph, pw) or "
-                         f"((top, bottom), (left, right)), got {padding!r}")
+                         f"((top, bottom), (left, right)), got {_args.shown(padding)}")
     return _args.resolve_padding(padding, (1, 1), (1, 1), (1, 1), (1, 1))
 
 
 def _output_size(output_size, ndim: int, layout: _args.Layout) -> tuple[int, int]:
     """(H, W) from a pair, or from a full 3-d/4-d output shape in ``layout``."""
-    if isinstance(output_size, tuple | list | np.ndarray) and all(
-        _args._is_int(v) for v in output_size
-    ):
+    if _args._is_sequence(output_size) and all(_args._is_int(v) for v in output_size):
         size = tuple(int(v) for v in output_size)
         if len(size) == 2:
             return size  # type: ignore[return-value]
@@ -83,7 +81,7 @@ def _output_size(output_size, ndim: int, layout: _args.Layout) -> tuple[int, int
             dims = layout.x_dims(size if ndim == 4 else (1, *size))
             return dims[2], dims[3]
     raise TypeError(f"output_size: expected (H, W) or a {ndim}-d output shape, got "
-                    f"{output_size!r}")
+                    f"{_args.shown(output_size)}")
 
 
 def _weight_desc(layout: _args.Layout) -> str:

@@ -18,15 +18,19 @@ import pytest
 import numbaconv
 
 PROBE = textwrap.dedent("""
-    import json, warnings
+    import json, sys, warnings
     import numpy as np
     warnings.simplefilter("always")
+    algorithm = sys.argv[1] if len(sys.argv) > 1 else "im2col_gemm"
     with warnings.catch_warnings(record=True) as caught:
         import numbaconv
         x = np.arange(2 * 3 * 6 * 5, dtype=np.float32).reshape(2, 3, 6, 5)
         w = np.ones((4, 3, 3, 3), np.float32)
-        y = numbaconv.conv2d(x, w, padding=1)
-    k = numbaconv.kernels.get("im2col", "NCHW", "float32").dispatcher
+        y = numbaconv.conv2d_with(x, w, padding=1, algorithm=algorithm)
+    if algorithm == "im2col_gemm":
+        k = numbaconv.kernels.get("im2col", "NCHW", "float32").dispatcher
+    else:  # a kernel compiled per ISA variant
+        k = numbaconv.kernels.get("indirect_gemm", "ANY", "float32").dispatcher
     print(json.dumps({
         "file": numbaconv.__file__,
         "sum": float(y.sum()),
@@ -61,9 +65,9 @@ def _env(site, **extra):
     return env
 
 
-def _run(site, env, read_only=()):
+def _run(site, env, read_only=(), algorithm="im2col_gemm"):
     """Run the probe; ``read_only`` directories are bind-mounted read-only first."""
-    cmd = [sys.executable, "-c", PROBE]
+    cmd = [sys.executable, "-c", PROBE, algorithm]
     if read_only:
         mounts = " && ".join(f"mount --bind {d} {d} && mount -o remount,bind,ro {d} {d}"
                              for d in read_only)
@@ -130,3 +134,74 @@ def test_kernels_known_to_load_slowly_stay_out_of_the_disk_cache():
         dispatcher = numbaconv.kernels.get(kind, layout, "float64").dispatcher
         cached = dispatcher.stats.cache_path is not None
         assert cached == spec.disk_cache, (kind, layout)
+
+
+def _cache_files(site, suffix):
+    return [os.path.join(d, f) for d, _, files in os.walk(site / "site") for f in files
+            if f.endswith(suffix)]
+
+
+def test_two_processes_compiling_into_one_empty_cache(site):
+    # Numba writes each cache file to a temporary name, then renames it.
+    env = _env(site)
+    procs = [subprocess.Popen([sys.executable, "-c", PROBE], env=env, cwd=str(site),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["sum"] == _expected_sum() and result["warnings"] == []
+    third = _run(site, env)
+    assert third["sum"] == _expected_sum() and third["cache_hits"] == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated data", "garbage data", "truncated index"])
+def test_a_damaged_cache_file_is_recompiled_and_rewritten(site, damage):
+    env = _env(site)
+    _run(site, env)
+    suffix = ".nbi" if damage == "truncated index" else ".nbc"
+    files = _cache_files(site, suffix)
+    assert files
+    for path in files:
+        with open(path, "r+b") as f:
+            if damage == "garbage data":
+                f.write(os.urandom(64))
+            else:
+                f.truncate(20)
+    damaged = _run(site, env)
+    assert damaged["sum"] == _expected_sum()
+    assert len(damaged["warnings"]) == 1 and "compiled again" in damaged["warnings"][0]
+    healed = _run(site, env)
+    assert healed["sum"] == _expected_sum() and healed["warnings"] == []
+    assert healed["cache_hits"] == 1
+
+
+def test_another_numba_version_is_never_loaded(site):
+    import pickle
+
+    env = _env(site)
+    _run(site, env)
+    for path in _cache_files(site, ".nbi"):  # the index starts with the Numba version
+        with open(path, "rb") as f:
+            version = pickle.load(f)
+            rest = f.read()
+        with open(path, "wb") as f:
+            pickle.dump("0.0.0-" + version, f)
+            f.write(rest)
+    other = _run(site, env)
+    assert other["sum"] == _expected_sum()
+    assert other["cache_hits"] == 0 and other["cache_misses"] == 1
+
+
+def test_another_isa_variant_is_never_loaded(site):
+    from numbaconv import machine
+
+    if len(machine.runnable()) < 2:
+        pytest.skip("this CPU runs one variant")
+    first, second = machine.runnable()[:2]
+    runs = [_run(site, _env(site, NUMBACONV_ISA=isa), algorithm="indirect_gemm")
+            for isa in (first, second, first)]
+    assert [r["sum"] for r in runs] == [_expected_sum()] * 3
+    assert [r["cache_misses"] for r in runs] == [1, 1, 0]  # each variant its own entry
+    assert runs[2]["cache_hits"] == 1

@@ -13,6 +13,7 @@ import warnings
 import numba
 import numpy as np
 from numba import types
+from numba.core.dispatcher import Dispatcher
 
 from .. import _threads, config, machine
 from . import col2im, direct, im2col, indirect_gemm, packed_gemm, packing, pointwise  # noqa: F401
@@ -45,12 +46,14 @@ def _compile(pyfunc, sig, cacheable: bool = True, parallel: bool = True):
 
     Numba raises at decoration time when no cache directory is writable (a
     read-only install with a read-only home); then we compile in memory
-    instead of failing the user's call.
+    instead of failing the user's call.  A cache file that cannot be read
+    (truncated by a crash or a full disk) would fail every later call: its
+    index is dropped and the kernel compiled afresh, which rewrites it.
     """
     global _disk_cache_failed
     use_cache = cacheable and config.disk_cache and not _disk_cache_failed
     try:
-        return numba.njit(sig, parallel=parallel, cache=use_cache, nogil=True)(pyfunc)
+        dispatcher = numba.njit(parallel=parallel, cache=use_cache, nogil=True)(pyfunc)
     except RuntimeError as err:
         if not use_cache or "cannot cache" not in str(err):
             raise
@@ -62,7 +65,22 @@ def _compile(pyfunc, sig, cacheable: bool = True, parallel: bool = True):
             RuntimeWarning,
             stacklevel=3,
         )
-        return numba.njit(sig, parallel=parallel, cache=False, nogil=True)(pyfunc)
+        dispatcher = numba.njit(parallel=parallel, cache=False, nogil=True)(pyfunc)
+    if not isinstance(dispatcher, Dispatcher):  # NUMBA_DISABLE_JIT: the Python function
+        return dispatcher
+    try:
+        dispatcher.compile(sig)
+    except Exception as err:
+        cache = getattr(dispatcher, "_cache", None)
+        if not use_cache or cache is None:
+            raise
+        cache.flush()  # an empty index: the next load misses and saves anew
+        dispatcher.compile(sig)
+        warnings.warn(f"numbaconv: the disk cache of kernel {pyfunc.__qualname__} could not "
+                      f"be read ({type(err).__name__}: {err}); it was compiled again and "
+                      "the cache rewritten.", RuntimeWarning, stacklevel=3)
+    dispatcher.disable_compile()  # as njit(sig) does: this signature only
+    return dispatcher
 
 
 def _serial_twin(pyfunc):
