@@ -244,11 +244,18 @@ def as_float_array(obj, name: str) -> np.ndarray:
     else:
         try:
             arr = np.asarray(obj)
-        except (ValueError, TypeError) as err:
-            raise ValueError(
-                f"{name}: expected a rectangular array of numbers, got a ragged or "
-                f"malformed {type(obj).__name__} ({err})"
-            ) from None
+        except ValueError as err:
+            if "sequence" in str(err) or "inhomogeneous" in str(err):
+                raise ValueError(
+                    f"{name}: expected a rectangular array of numbers, got a ragged "
+                    f"{type(obj).__name__} ({err})"
+                ) from None
+            raise TypeError(f"{name}: cannot be read as a NumPy array: {type(obj).__name__} "
+                            f"({err})") from None
+        except Exception as err:  # e.g. a torch tensor that requires grad
+            message = " ".join(str(err).split())
+            raise TypeError(f"{name}: cannot be read as a NumPy array: {type(obj).__name__} "
+                            f"({type(err).__name__}: {message})") from None
     if native(arr.dtype) not in SUPPORTED_DTYPES:
         what = "non-numeric " if arr.dtype.kind in "OUSV" else ""
         raise TypeError(

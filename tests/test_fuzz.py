@@ -69,7 +69,9 @@ PACKED = [numbaconv.pack_weight(W), numbaconv.pack_weight(W.astype(np.float64)),
           numbaconv.pack_weight(RNG.standard_normal((6, 2, 3, 3)).astype(np.float32), groups=2),
           numbaconv.pack_weight(np.ascontiguousarray(W.transpose(2, 3, 1, 0)), layout="NHWC")]
 if torch is not None:  # CPU tensors are array-likes: accepted as their NumPy view
-    ARRAYS += [torch.from_numpy(X.copy()), torch.ones(6, 4, 3, 3, dtype=torch.float64)]
+    ARRAYS += [torch.from_numpy(X.copy()), torch.ones(6, 4, 3, 3, dtype=torch.float64),
+               torch.ones(2, 4, 8, 8, requires_grad=True),  # refused: detach() it first
+               torch.ones(2, 4, 8, 8, dtype=torch.bfloat16)]
 HOSTILE = SCALARS + ARRAYS + PACKED
 
 CALLS = {
