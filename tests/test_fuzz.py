@@ -276,3 +276,38 @@ def test_sizes_that_do_not_fit_fail_fast():
     assert results["stride 2**31 - 1"] == "ok (1, 2, 1, 1)"
     # A 2x2 output, but the index tables span the padded axes: refused, saying so.
     assert results["pads 2**30, stride 2**31 - 1"].startswith("MemoryError"), results
+
+
+PAST_2_31 = textwrap.dedent("""
+    import numpy as np, numbaconv
+    # 2 x (2**31 + 2**22) elements, 16 GiB, left as untouched zero pages (no
+    # memory used): a 32-bit index anywhere would wrap and misread.
+    h, w = 2**16, 2**15 + 64
+    for layout in ("NCHW", "NHWC"):
+        x = np.zeros((1, 2, h, w) if layout == "NCHW" else (1, h, w, 2), np.float32)
+        plane = x[0, 1] if layout == "NCHW" else x[0, :, :, 1]
+        plane[h - 64, w - 256] = 3.0  # past element 2**31 of the plane
+        dense = np.full((1, 2, 3, 3) if layout == "NCHW" else (3, 3, 2, 1), 2.0, np.float32)
+        depthwise = np.full((2, 1, 3, 3) if layout == "NCHW" else (3, 3, 1, 2), 2.0,
+                            np.float32)
+        # auto: direct_depthwise in NHWC; in NCHW its padded planes would not fit
+        for weight, groups, algorithms in ((dense, 1, ("im2col_gemm", "indirect_gemm")),
+                                           (depthwise, 2, ("auto",))):
+            for algorithm in algorithms:
+                y = numbaconv.conv2d_with(x, weight, stride=64, padding=1, groups=groups,
+                                          layout=layout, algorithm=algorithm)
+                # output (p, q) is centred on input (64p - 1, 64q - 1): only the
+                # one whose window holds the 3.0 is non-zero
+                print(layout, algorithm, float(y.sum()), int(np.count_nonzero(y)))
+""")
+
+
+def test_index_arithmetic_past_2_31_elements():
+    proc = subprocess.run([sys.executable, "-c", PAST_2_31], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.split("\n")[:-1]
+    assert len(lines) == 6, proc.stdout
+    for line in lines:
+        layout, algorithm, total, nonzero = line.split()
+        assert (float(total), int(nonzero)) == (6.0, 1), line

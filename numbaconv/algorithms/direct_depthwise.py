@@ -18,9 +18,25 @@ from ._base import Algorithm, Plan, Problem, is_depthwise, register
 
 def unsupported(problem: Problem) -> str | None:
     g = problem.geometry
-    if is_depthwise(g):
-        return None
-    return f"needs groups == input channels > 1, got groups={g.groups} with {g.c} channels"
+    if not is_depthwise(g):
+        return f"needs groups == input channels > 1, got groups={g.groups} with {g.c} channels"
+    need = scratch_bytes(problem)
+    if need > problem.limit:
+        return (f"needs {need / 2**20:.0f} MiB of padded planes (one per thread), more than "
+                f"the workspace bound of {problem.limit / 2**20:.0f} MiB")
+    return None
+
+
+def scratch_bytes(problem: Problem) -> int:
+    """The NCHW kernel's scratch: one padded plane and accumulator per thread."""
+    g = problem.geometry
+    if problem.layout.channels_last:
+        return 0
+    (sh, sw), dh = g.stride, g.dilation[0]
+    rows = max(g.h + g.pads[0] + g.pads[1], sh * g.p + (g.kh - 1) * dh + 1)  # padded_axis
+    wq = ceil_div(g.w + g.pads[2] + g.pads[3], sw)
+    per_task = sw * rows * wq + g.p * max(wq, g.q)
+    return problem.threads * per_task * problem.dtype.itemsize
 
 
 def plan(problem: Problem) -> Plan:
