@@ -55,6 +55,39 @@ def test_depthwise_matches_reference(prob, dtype, layout, seed):
     assert_close(y, ref, dtype)
 
 
+
+def test_depthwise_planes_are_bounded_by_memory_not_the_workspace(restore_config,
+                                                                  monkeypatch):
+    # A plane per thread does not grow with the batch: a tight workspace bound
+    # keeps direct_depthwise; only planes past a quarter of memory decline it.
+    from numbaconv.algorithms import direct_depthwise
+    restore_config.max_workspace_bytes = 1
+    shapes = ((1, 8, 64, 64), (8, 1, 3, 3))
+    assert numbaconv.explain(*shapes, padding=1, groups=8).algorithm == "direct_depthwise"
+    from numbaconv import _args
+    small = 4 * 64 * 64 * 4  # below the planes' 68 KiB at any thread count
+    monkeypatch.setattr(direct_depthwise, "physical_memory", lambda: small)
+    numbaconv.cache_clear()
+    assert numbaconv.explain(*shapes, padding=1, groups=8).algorithm == "im2col_gemm"
+    # NHWC and the gradients read through index tables: no planes, no exception
+    nhwc = ((1, 64, 64, 8), (3, 3, 1, 8))
+    assert numbaconv.explain(*nhwc, padding=1, groups=8,
+                             layout="NHWC").algorithm == "direct_depthwise"
+    x = np.ones(shapes[0], np.float32)
+    w = np.ones(shapes[1], np.float32)
+    gx, gw, _ = numbaconv.conv2d_backward(np.ones((1, 8, 64, 64), np.float32), x, w,
+                                          padding=1, groups=8)
+    assert gx.shape == x.shape and gw.shape == w.shape
+    assert numbaconv.explain(*shapes, padding=1, groups=8,
+                             algorithm="direct_depthwise").algorithm == "direct_depthwise"
+    # Forced, planes past the whole memory where x and y fit: padded by 1000
+    # per side, 17 MiB a plane; x, the 33x33 output and the tables 0.1 MiB.
+    monkeypatch.setattr(_args, "physical_memory", lambda: 2**20)
+    with pytest.raises(MemoryError, match="direct_depthwise's padded planes"):
+        numbaconv.conv2d_with(x, w, padding=1000, stride=64, groups=8,
+                              algorithm="direct_depthwise")
+    numbaconv.cache_clear()
+
 RESNET50 = [(3, 224, 64, 7, 2, 3), (64, 56, 64, 1, 1, 0), (64, 56, 64, 3, 1, 1),
             (64, 56, 256, 1, 1, 0), (256, 56, 64, 1, 1, 0), (128, 56, 128, 3, 2, 1),
             (128, 28, 128, 3, 1, 1), (512, 28, 128, 1, 1, 0), (256, 14, 256, 3, 1, 1),

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from . import gemm_1x1, pointwise_gemm, im2col_gemm  # noqa: F401
 from . import indirect_gemm, packed_gemm, direct_depthwise  # noqa: F401
 # isort: on
-from ._base import REGISTRY, Algorithm, Plan, Problem, is_pointwise, register
+from ._base import REGISTRY, Algorithm, Plan, Problem, is_depthwise, is_pointwise, register
+from .direct_depthwise import planes_fit
 from .indirect_gemm import INDIRECT_MIN_FLOPS, few_pixels, fits, small_images, wide_panels
 
 # 1x1 layers below this much work run on Numba's threads (pointwise_gemm),
@@ -57,8 +58,9 @@ def _indirect(p: Problem) -> bool:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("direct_depthwise", "depthwise: groups == C > 1, its padded planes fit the workspace",
-         lambda p: REGISTRY["direct_depthwise"].unsupported(p) is None,
+    Rule("direct_depthwise", "depthwise: groups == C > 1, its padded planes (NCHW, one per "
+         "thread) take at most a quarter of the memory",
+         lambda p: is_depthwise(p.geometry) and planes_fit(p),
          "Depthwise layers: direct_depthwise"),
     Rule("indirect_gemm", "1x1 whose output pixels make one block of tiles, on a wide tile "
          "(wide_panels), and one padded image and the packed weight fit the workspace",
@@ -78,8 +80,7 @@ RULES: tuple[Rule, ...] = (
 )
 
 BACKWARD_RULES: tuple[Rule, ...] = (
-    Rule("direct_depthwise", "depthwise: groups == C > 1, its padded planes fit the workspace",
-         lambda p: REGISTRY["direct_depthwise"].unsupported(p) is None,
+    Rule("direct_depthwise", "depthwise: groups == C > 1", lambda p: is_depthwise(p.geometry),
          "Gradients: direct_depthwise, gemm_1x1, else im2col_gemm"),
     Rule("gemm_1x1", "1x1 layers: no col2im", lambda p: is_pointwise(p.geometry),
          "Gradients: direct_depthwise, gemm_1x1, else im2col_gemm"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from .._args import ceil_div
+from .._args import ceil_div, check_fits, physical_memory
 from .._execute import bias_arg, channel_block, serial_below
 from .._tables import IndexTables
 from ._base import Algorithm, Plan, Problem, is_depthwise, register
@@ -20,15 +20,11 @@ def unsupported(problem: Problem) -> str | None:
     g = problem.geometry
     if not is_depthwise(g):
         return f"needs groups == input channels > 1, got groups={g.groups} with {g.c} channels"
-    need = scratch_bytes(problem)
-    if need > problem.limit:
-        return (f"needs {need / 2**20:.0f} MiB of padded planes (one per thread), more than "
-                f"the workspace bound of {problem.limit / 2**20:.0f} MiB")
     return None
 
 
-def scratch_bytes(problem: Problem) -> int:
-    """The NCHW kernel's scratch: one padded plane and accumulator per thread."""
+def scratch_bytes(problem: Problem | Plan) -> int:
+    """The NCHW forward kernel's scratch: one padded plane and accumulator per thread."""
     g = problem.geometry
     if problem.layout.channels_last:
         return 0
@@ -36,7 +32,17 @@ def scratch_bytes(problem: Problem) -> int:
     rows = max(g.h + g.pads[0] + g.pads[1], sh * g.p + (g.kh - 1) * dh + 1)  # padded_axis
     wq = ceil_div(g.w + g.pads[2] + g.pads[3], sw)
     per_task = sw * rows * wq + g.p * max(wq, g.q)
-    return problem.threads * per_task * problem.dtype.itemsize
+    return problem.threads * per_task * np.dtype(problem.dtype).itemsize  # Plan.dtype is a str
+
+
+def planes_fit(problem: Problem) -> bool:
+    """Whether the forward kernel's planes take at most a quarter of the machine's memory.
+
+    Not max_workspace_bytes: that bounds what scales with the batch, and a
+    plane per thread does not (docs/design/decisions.md, depthwise layers).
+    """
+    memory = physical_memory()
+    return memory is None or scratch_bytes(problem) <= memory // 4
 
 
 def plan(problem: Problem) -> Plan:
@@ -47,6 +53,7 @@ def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=
     g, t = plan.geometry, plan.tables
     kernel = kernels.get("depthwise", plan.layout.name, plan.dtype)
     b, has_bias = bias_arg(bias, x.dtype)
+    check_fits(scratch_bytes(plan), "direct_depthwise's padded planes (one per thread)")
     with serial_below(x.nbytes + out.nbytes):
         if plan.layout.channels_last:
             kernel(x, w, b, has_bias, out, t.htab, t.wtab)
