@@ -397,9 +397,11 @@ def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, g
     check_padding_mode(padding_mode, pads, (h, w))
     p, q = output_hw((h, w), (kh, kw), stride, dilation, pads, names)
     pt, pb, pl, pr = pads
-    # The input (a contiguous copy, at float32 at least), the output, and the
-    # index tables over the padded axes (int64).
-    check_fits(4 * (n * c * h * w + n * o * p * q) + 16 * (h + pt + pb + w + pl + pr),
+    # The input (a contiguous copy, at float32 at least), the output, the
+    # index tables over the padded axes and the (K, P) tables with their
+    # temporaries (int64 each).
+    check_fits(4 * (n * c * h * w + n * o * p * q) + 16 * (h + pt + pb + w + pl + pr)
+               + 32 * (kh * p + kw * q),
                f"a convolution of {x_name} {tuple(x_shape)} to an output "
                f"{layout.x_shape(n, o, p, q)}")
     # Along an axis of one output pixel the stride is never applied: any

@@ -30,6 +30,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import numbaconv
+from numbaconv import _args
 
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((2, 4, 8, 8)).astype(np.float32)
@@ -245,6 +246,9 @@ HUGE = textwrap.dedent("""
         "pads 2**30, stride 2**31 - 1": lambda: numbaconv.conv2d(
             x, w, padding=2**30, stride=2**31 - 1).shape,
         "im2col 1 TiB": lambda: numbaconv.im2col(view[:1], 7, padding=3),
+        # 2**16 kernel rows x 2**16 output rows: (K, P) tables of 2**32 entries
+        "kernel tables 2**32": lambda: numbaconv.conv2d(
+            x[:, :1, :1, :1], np.ones((1, 1, 2**16, 1), np.float32), padding=(2**16, 0)),
         "col2im 1 TiB": lambda: numbaconv.col2im(np.ones((1, 9, 1)), (2**20, 2**20), 3),
         "grad_input 1 TiB": lambda: numbaconv.conv2d_grad_input(
             (64, 256, 2**12, 2**12), w[:, :1].repeat(256, 1), np.ones((64, 2, 1, 1)), stride=2**12),
@@ -267,6 +271,7 @@ def test_sizes_that_do_not_fit_fail_fast():
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = dict(line.split(" | ", 1) for line in proc.stdout.splitlines())
     for name in ("padding 10**9", "output 100+ GB", "input 1 TiB view", "im2col 1 TiB",
+                 "kernel tables 2**32",
                  "col2im 1 TiB", "grad_input 1 TiB", "layer 2**40 weights", "transpose 1 TiB"):
         assert results[name].startswith("MemoryError"), (name, results[name])
         assert "GiB" in results[name] and "Unable to allocate" not in results[name], results[name]
@@ -302,6 +307,8 @@ PAST_2_31 = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif((_args.physical_memory() or 0) < 20 * 2**30,
+                    reason="check_fits refuses a 16 GiB input on a machine of less memory")
 def test_index_arithmetic_past_2_31_elements():
     proc = subprocess.run([sys.executable, "-c", PAST_2_31], capture_output=True, text=True,
                           timeout=300)
