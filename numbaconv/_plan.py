@@ -12,6 +12,7 @@ compiles nothing, which ``cache_info()`` shows.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +65,15 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
 _plans: dict = {}
 _lock = threading.Lock()
 _stats = {"hits": 0, "misses": 0}
+
+
+def _new_lock_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # the parent's may be held by a thread the child lacks
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def get_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto",

@@ -124,9 +124,12 @@ forked_from_openmp = False
 
 
 def _after_fork_in_child() -> None:
-    global forked_from_openmp
+    global forked_from_openmp, _launch_lock
     if threading_layer() == "omp":
         forked_from_openmp = True
+    # Another thread of the parent may have held it: the child has only the
+    # forking thread, and would wait for ever.
+    _launch_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork

@@ -3,8 +3,9 @@
     NUMBA_THREADING_LAYER=omp python tests/layer_scenarios.py SCENARIO
 
 SCENARIO is ``pool`` (a multiprocessing fork pool), ``os_fork``, ``spawn``
-(a spawn pool), ``dataloader`` (PyTorch's DataLoader, fork workers) or
-``threads`` (8 Python threads at once).  The main thread calls numbaconv
+(a spawn pool), ``dataloader`` (PyTorch's DataLoader, fork workers),
+``threads`` (8 Python threads at once) or ``fork_busy`` (forks while
+another thread is running kernels, and may hold numbaconv's locks).  The main thread calls numbaconv
 first, so its thread pool is running when it forks; each child or thread
 computes forward, backward and transposed convolutions and reports how far
 they are from the main thread's.  Prints the threading layer and the
@@ -13,6 +14,7 @@ largest difference; exits non-zero on a timeout.
 
 import multiprocessing as mp
 import os
+import signal
 import sys
 
 import numpy as np
@@ -20,6 +22,7 @@ import numpy as np
 import numbaconv
 
 TIMEOUT = 120  # s: a child that dies leaves a pool waiting; fail instead of hanging
+FORKS = 20  # fork_busy's forks: enough that some land while a lock is held
 
 
 def work(seed: int) -> list[np.ndarray]:
@@ -82,6 +85,7 @@ def _os_fork(expected) -> list[float]:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report, then leave without running the parent's cleanup
+        signal.alarm(TIMEOUT)  # a lock inherited held would hang the child: fail instead
         try:
             os.write(write, repr(distance(0, expected[0])).encode())
         finally:
@@ -92,6 +96,45 @@ def _os_fork(expected) -> list[float]:
     if status != 0 or not text:
         raise SystemExit(f"forked child exited with status {status}")
     return [float(text)]
+
+
+def numba_only() -> list[np.ndarray]:
+    """Calls that run on Numba's threads only: no OpenBLAS call (see _fork_busy)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 32, 24, 24)).astype(np.float32)
+    return [numbaconv.conv2d_with(x, rng.standard_normal((32, 32, 3, 3)).astype(np.float32),
+                                  padding=1, algorithm="indirect_gemm"),
+            numbaconv.conv2d(x, rng.standard_normal((32, 1, 3, 3)).astype(np.float32),
+                             padding=1, groups=32)]
+
+
+def _fork_busy(expected) -> list[float]:
+    # Forks while another thread runs kernels, so now and then while it holds
+    # the launch lock (workqueue) or the plans' lock.  Its kernels are Numba's
+    # only: a fork during a threaded OpenBLAS call, or during a TBB parallel
+    # region, can hang the child whatever numbaconv does (docs/threads.md).
+    import threading
+
+    stop, errors, first = threading.Event(), [], numba_only()
+
+    def busy():
+        try:
+            while not stop.is_set():
+                if any((a != b).any() for a, b in zip(numba_only(), first, strict=True)):
+                    raise AssertionError("the busy thread's results changed")
+        except Exception as err:  # reported below
+            errors.append(repr(err))
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        result = [d for _ in range(FORKS) for d in _os_fork(expected)]
+    finally:
+        stop.set()
+        thread.join(timeout=TIMEOUT)
+    if errors:
+        raise SystemExit(f"the busy thread failed: {errors}")
+    return result
 
 
 class _Dataset:
@@ -123,6 +166,8 @@ def main(scenario: str) -> None:
         result = _dataloader(expected)
     elif scenario == "threads":
         result = _threads(expected)
+    elif scenario == "fork_busy":
+        result = _fork_busy(expected)
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     print(numbaconv._threads.threading_layer(), max(result))

@@ -59,6 +59,17 @@ def test_children_and_threads_get_the_main_threads_results(scenario, layer):
 
 
 @pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("layer", ["workqueue", "omp"])
+def test_fork_while_another_thread_runs_kernels(layer):
+    # The child must not inherit numbaconv's locks held by a thread it lacks
+    # (20 forks).  TBB is left out: Numba's TBB pool itself cannot fork during
+    # a parallel region of another thread (docs/threads.md).
+    if not layer_loads(layer):
+        pytest.skip(f"Numba's {layer} layer does not load here")
+    used, difference = run_scenario("fork_busy", layer)
+    assert used == layer and float(difference) == 0.0
+
+
 @pytest.mark.parametrize("layer", ["default", "omp"])
 def test_dataloader_fork_workers(layer):
     if not layer_loads(layer):
