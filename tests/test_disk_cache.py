@@ -205,3 +205,59 @@ def test_another_isa_variant_is_never_loaded(site):
     assert [r["sum"] for r in runs] == [_expected_sum()] * 3
     assert [r["cache_misses"] for r in runs] == [1, 1, 0]  # each variant its own entry
     assert runs[2]["cache_hits"] == 1
+
+
+KERNELS_SOURCE = textwrap.dedent("""
+    def fill(a):
+        for i in range(a.size):
+            a[i] = i
+
+    def untypable(a):
+        a[0] = "a string"
+""")
+
+
+@pytest.fixture
+def cached_module(tmp_path, monkeypatch):
+    """A module of small kernels, cached under tmp_path; dropping a cache index fails."""
+    import importlib
+
+    from numba.core.caching import Cache
+
+    def no_flush(self):
+        raise AssertionError("the index of a readable cache must be kept")
+
+    (tmp_path / "cached_kernels.py").write_text(KERNELS_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))  # its cache: tmp_path/__pycache__
+    monkeypatch.setattr(numbaconv.config, "disk_cache", True)
+    monkeypatch.setattr(Cache, "flush", no_flush)
+    sys.modules.pop("cached_kernels", None)
+    yield importlib.import_module("cached_kernels")
+    sys.modules.pop("cached_kernels", None)
+
+
+def test_a_compile_error_is_not_taken_for_a_damaged_cache(cached_module, recwarn):
+    import numba
+
+    from numbaconv.kernels._factory import _compile
+
+    with pytest.raises(numba.core.errors.TypingError):
+        _compile(cached_module.untypable, "void(float64[::1])", parallel=False)
+    assert not [w for w in recwarn if "numbaconv" in str(w.message)]
+
+
+def test_a_failed_save_keeps_the_compiled_kernel(cached_module, monkeypatch):
+    import numpy as np
+    from numba.core.caching import Cache
+
+    from numbaconv.kernels._factory import _compile
+
+    def full_disk(self, sig, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Cache, "save_overload", full_disk)
+    with pytest.warns(RuntimeWarning, match="could not be written to the disk cache"):
+        kernel = _compile(cached_module.fill, "void(float64[::1])", parallel=False)
+    a = np.zeros(4)
+    kernel(a)
+    assert a.tolist() == [0, 1, 2, 3]

@@ -74,13 +74,34 @@ def _compile(pyfunc, sig, cacheable: bool = True, parallel: bool = True):
         cache = getattr(dispatcher, "_cache", None)
         if not use_cache or cache is None:
             raise
-        cache.flush()  # an empty index: the next load misses and saves anew
-        dispatcher.compile(sig)
-        warnings.warn(f"numbaconv: the disk cache of kernel {pyfunc.__qualname__} could not "
-                      f"be read ({type(err).__name__}: {err}); it was compiled again and "
-                      "the cache rewritten.", RuntimeWarning, stacklevel=3)
+        _recover(dispatcher, cache, sig, pyfunc.__qualname__, err)
     dispatcher.disable_compile()  # as njit(sig) does: this signature only
     return dispatcher
+
+
+def _recover(dispatcher, cache, sig, name: str, err: Exception) -> None:
+    """After ``dispatcher.compile(sig)`` raised with the disk cache on: save, load or compile?
+
+    Numba loads from the cache, else compiles and then saves.  A compiled
+    overload means only the save failed (a full disk): warn and keep it.  A
+    load that fails again means a damaged file: drop the index and compile.
+    Otherwise the compile itself failed, and that error is the user's.
+    """
+    if dispatcher.overloads:  # one signature per dispatcher: this one
+        warnings.warn(f"numbaconv: the compiled kernel {name} could not be written to the "
+                      f"disk cache ({type(err).__name__}: {err}); it is used from memory.",
+                      RuntimeWarning, stacklevel=4)
+        return
+    try:
+        cache.load_overload(sig, dispatcher.targetctx)
+    except Exception:
+        cache.flush()  # an empty index: the next load misses and saves anew
+        dispatcher.compile(sig)
+        warnings.warn(f"numbaconv: the disk cache of kernel {name} could not be read "
+                      f"({type(err).__name__}: {err}); it was compiled again and the cache "
+                      "rewritten.", RuntimeWarning, stacklevel=4)
+        return
+    raise err
 
 
 def _serial_twin(pyfunc):
