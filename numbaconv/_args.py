@@ -148,12 +148,13 @@ def _is_int(v) -> bool:
 
 def shown(value) -> str:
     """A user's value for a one-line message: arrays by shape and dtype, long reprs cut."""
-    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
-    if isinstance(shape, tuple) and dtype is not None and math.prod(shape) > 8:
-        return f"{type(value).__name__} of shape {tuple(shape)} and dtype {dtype}"
-    try:
+    try:  # any attribute or repr may raise: that must not hide the real error
+        shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+        if (isinstance(shape, tuple) and all(_is_int(d) for d in shape) and dtype is not None
+                and math.prod(shape) > 8):
+            return f"{type(value).__name__} of shape {tuple(shape)} and dtype {dtype}"
         text = " ".join(repr(value).split())
-    except Exception:  # a repr that fails must not hide the real error
+    except Exception:
         text = f"<{type(value).__name__}>"
     return text if len(text) <= 100 else text[:97] + "..."
 

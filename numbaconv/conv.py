@@ -167,7 +167,9 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     (default float32) gives the compute dtype.  ``algorithm`` forces one of
     the registered algorithms (``numbaconv.algorithms``: ``"gemm_1x1"``,
     ``"pointwise_gemm"``, ``"im2col_gemm"``, ``"packed_gemm"``,
-    ``"indirect_gemm"``, ``"direct_depthwise"``).
+    ``"indirect_gemm"``, ``"direct_depthwise"``).  Along an axis with one
+    output pixel, ``plan.geometry.stride`` is capped at the smallest stride
+    that gives that pixel: a larger one is never applied.
 
     Examples
     --------

@@ -580,3 +580,13 @@ def test_idle_openblas_threads_are_stopped_and_restart(env, expect):
     assert last.startswith("ok True")
     if env:
         assert last == "ok True 0"
+
+
+def test_a_stride_past_the_input_is_shown_capped():
+    # One output pixel per axis: any stride past the 1-pixel slack gives it.
+    plan = numbaconv.explain((1, 1, 4, 5), (1, 1, 3, 3), stride=(100, 1))
+    assert (plan.geometry.p, plan.geometry.q) == (1, 3) and plan.geometry.stride == (2, 1)
+    x = np.arange(20.0).reshape(1, 1, 4, 5)
+    w = np.ones((1, 1, 3, 3))
+    assert_close(numbaconv.conv2d(x, w, stride=(100, 1)), conv2d_ref(x, w, None, (100, 1),
+                                                                       (0,) * 4), np.float64)

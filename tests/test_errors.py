@@ -130,3 +130,28 @@ def test_messages_start_with_the_argument_name():
         with pytest.raises(exc) as info:
             call()
         assert re.match(r"^[a-z_, ]+:", str(info.value)), (name, str(info.value))
+
+
+class _Hostile:
+    """A value whose attributes and repr raise, or whose shape is not ints."""
+
+    def __init__(self, shape=None):
+        self._shape = shape
+
+    @property
+    def shape(self):
+        if self._shape is None:
+            raise RuntimeError("no shape here")
+        return self._shape
+
+    dtype = np.dtype(np.float32)
+
+    def __repr__(self):
+        raise RuntimeError("no repr either")
+
+
+@pytest.mark.parametrize("value", [_Hostile(), _Hostile(("a", "b")), _Hostile((3, None))],
+                         ids=["raising shape", "str shape", "None in shape"])
+def test_a_hostile_value_still_gets_the_argument_named(value):
+    with pytest.raises(TypeError, match=r"^stride: .*<_Hostile>"):
+        numbaconv.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), stride=value)

@@ -66,7 +66,9 @@ class Plan:
     dtype : str
         ``"float32"`` or ``"float64"``.
     geometry : Geometry
-        Sizes, stride, dilation, explicit padding, groups, padding_mode.
+        Sizes, stride, dilation, explicit padding, groups, padding_mode.  Along
+        an axis of one output pixel the stride shown is capped at the
+        smallest that gives that pixel (the result is the same).
     gemm_m, gemm_n, gemm_k : int
         The shape of one GEMM call (M x K times K x N); 0 for direct_depthwise.
     gemm_calls : int
