@@ -366,11 +366,13 @@ def check_padding_mode(mode: str, pads: Pads, in_hw) -> None:
 
 
 def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, groups,
-                  padding_mode, names=("x", "weight")) -> Geometry:
+                  padding_mode, names=("x", "weight"), in_memory: bool = True) -> Geometry:
     """Validate a conv2d problem given by 4-d shapes and return its geometry.
 
     ``names`` are what the messages call the input and the weight (callers
     that take shapes, such as conv2d_grad_input, name them differently).
+    ``in_memory=False`` (numbaconv.dask: computed block by block) skips the
+    check that the whole problem fits in this machine's memory.
     """
     x_name, w_name = names
     groups = groups_of(groups)
@@ -401,10 +403,11 @@ def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, g
     # The input (a contiguous copy, at float32 at least), the output, the
     # index tables over the padded axes and the (K, P) tables with their
     # temporaries (int64 each).
-    check_fits(4 * (n * c * h * w + n * o * p * q) + 16 * (h + pt + pb + w + pl + pr)
-               + 32 * (kh * p + kw * q),
-               f"a convolution of {x_name} {tuple(x_shape)} to an output "
-               f"{layout.x_shape(n, o, p, q)}")
+    if in_memory:
+        check_fits(4 * (n * c * h * w + n * o * p * q) + 16 * (h + pt + pb + w + pl + pr)
+                   + 32 * (kh * p + kw * q),
+                   f"a convolution of {x_name} {tuple(x_shape)} to an output "
+                   f"{layout.x_shape(n, o, p, q)}")
     # Along an axis of one output pixel the stride is never applied: any
     # stride past the padded input's slack gives that one pixel.  The
     # smallest such stride keeps the tables (sized by stride * P) small.

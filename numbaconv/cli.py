@@ -26,7 +26,8 @@ import shutil
 import sys
 
 _INT_COLUMNS = {"batch", "threads"}
-_TEXT_COLUMNS = {"name", "shape", "layout", "dtype", "requested_algorithm", "algorithm", "check"}
+_TEXT_COLUMNS = {"name", "shape", "layout", "dtype", "requested_algorithm", "algorithm", "check",
+                 "worker", "cpu"}
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resume", action="store_true",
                    help="skip rows already in the --csv file and append to it")
     b.add_argument("--quiet", action="store_true", help="no table, no progress bar")
+    b.add_argument("--scheduler", metavar="ADDRESS",
+                   help="time the rows on this Dask cluster, one per worker at a time "
+                        "(needs numbaconv[dask] on every worker)")
 
     e = sub.add_parser("explain", help="print the dispatcher's plan for one problem",
                        description="Print the plan conv2d would use for one problem.")
@@ -336,6 +340,10 @@ def _check_bench_args(args) -> str | None:
                          f"{max(args.threads)}")
     if args.resume and not args.csv:
         raise UsageError("numbaconv bench: --resume needs --csv PATH")
+    for option in ("isolate", "network"):
+        if args.scheduler and getattr(args, option):
+            raise UsageError(f"numbaconv bench: --{option} does not combine with --scheduler "
+                             "(the peers are timed in the worker's process)")
     for path, option in ((args.csv, "--csv"), (args.json, "--json"), (args.plot, "--plot")):
         _check_output_path(path, option)
     if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
@@ -368,9 +376,17 @@ def _plan_sweep(args):
                                  isolate=args.isolate, network=args.network, note=_note)
     except ValueError as err:
         raise UsageError(f"numbaconv bench: {err}") from None
+    if args.scheduler:
+        from .bench import cluster
+
+        try:
+            sweep.client = cluster.connect(args.scheduler)
+        except ValueError as err:
+            raise UsageError(f"numbaconv bench: {err}") from None
     if args.resume and os.path.exists(args.csv):
         sweep.resume(_read_rows(args.csv, sweep.columns, {"isolate": args.isolate,
-                                                          "prepack": args.prepack}))
+                                                          "prepack": args.prepack,
+                                                          "on_cluster": bool(args.scheduler)}))
     return sweep, plot_path
 
 
@@ -387,6 +403,10 @@ def _print_header(say, machine: dict, sweep, args) -> None:
             "its calls slows the next library's, use --isolate for fair ratios")
     if args.prepack:
         say("# numbaconv's weights packed beforehand (pack_weight), not timed")
+    if sweep.client is not None:
+        workers = sweep.client.scheduler_info().get("workers", {})
+        say(f"# rows timed on the Dask cluster at {args.scheduler} ({len(workers)} workers), "
+            "one per worker at a time; the cpu column says where")
     if sweep.done:
         say(f"# resuming: {len(sweep.done)} row(s) already in {args.csv}, {len(sweep.configs)} "
             "to run")
@@ -440,6 +460,8 @@ def cmd_bench(args) -> int:
     finally:
         if csv_file:
             csv_file.close()
+        if sweep.client is not None:
+            sweep.client.close()
     everything = sweep.earlier + sweep.rows
     if everything and not args.quiet:
         _print_totals(everything, sweep.peers)

@@ -301,6 +301,7 @@ class Sweep:
     tables: dict[tuple, list[dict]] = dataclasses.field(default_factory=dict)
     earlier: list[dict] = dataclasses.field(default_factory=list)  # an earlier run's rows
     done: set[tuple] = dataclasses.field(default_factory=set)  # their row_keys
+    client: object = None  # a distributed.Client: the rows are timed on its cluster
     sgemm: float | None = None  # BLAS's float32 GEMM rate, GFLOP/s
     rows: list[dict] = dataclasses.field(default_factory=list)  # this run's rows
     networks: list[dict] = dataclasses.field(default_factory=list)
@@ -333,8 +334,11 @@ class Sweep:
 
     @property
     def columns(self) -> list[str]:
-        """The columns of its rows: ``FIXED_COLUMNS``, then two per peer."""
-        return FIXED_COLUMNS + [c for p in self.peers for c in (f"{p}_ms", f"vs_{p}")]
+        """The columns of its rows: ``FIXED_COLUMNS``, two per peer, and where on a cluster."""
+        from .cluster import CLUSTER_COLUMNS
+
+        return (FIXED_COLUMNS + [c for p in self.peers for c in (f"{p}_ms", f"vs_{p}")]
+                + (CLUSTER_COLUMNS if self.client is not None else []))
 
     def resume(self, earlier: list[dict]) -> None:
         """Keep an earlier run's rows (``--resume``) and drop their configurations."""
@@ -351,6 +355,7 @@ class Sweep:
         machine["sgemm_gflops"] = round(self.sgemm, 1)
         machine["isolate"] = self.isolate  # peers each timed in a process of their own
         machine["prepack"] = self.prepack  # numbaconv's weights packed before timing
+        machine["on_cluster"] = self.client is not None  # rows timed on Dask workers
         machine["command"] = command
         return machine
 
@@ -363,6 +368,11 @@ class Sweep:
         ``rows`` and the peers' processes are stopped.
         """
         progress = progress or _NoProgress()
+        if self.client is not None:  # each row on a worker, against that worker's sgemm
+            from . import cluster
+
+            cluster.run(self, self.client, on_row, progress)
+            return
         if self.sgemm is None:
             self.sgemm = sgemm_gflops()
         with contextlib.ExitStack() as workers:
