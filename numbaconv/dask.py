@@ -12,11 +12,11 @@ How a call is cut into blocks (docs/dask.md):
 - A spatial axis in one chunk is padded by each block's own call.  One in
   several chunks is padded once, globally (``dask.array.pad`` in the
   padding mode).  Either way "same" and the padding modes apply at the
-  image's borders only.  Output block j then holds the outputs p with
-  ``p * stride`` in x's chunk j, so every block starts on a stride-aligned
-  row of the padded input (and with "same" at stride 1 the output's chunks
-  are x's); it reads a halo of up to ``(k - 1) * dilation`` rows of the
-  neighbouring chunks, cut out by small slicing tasks where they live.
+  image's borders only.  Output block j then holds the outputs whose
+  window starts in x's chunk j (padded coordinates), so every block starts
+  on a stride-aligned row of the padded input and reads forward only: its
+  chunk plus a halo of up to ``(k - 1) * dilation`` rows of the next ones,
+  cut out by small slicing tasks where those chunks live.
 - The weight and the bias are one node of the graph each: a worker fetches
   them once, not once per task.
 """
@@ -92,7 +92,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     >>> w = np.ones((8, 3, 3, 3), np.float32)
     >>> y = numbaconv.dask.conv2d(x, w, padding="same")
     >>> y.shape, y.chunks[0], y.chunks[2]
-    ((4, 8, 64, 64), (2, 2), (32, 32))
+    ((4, 8, 64, 64), (2, 2), (33, 31))
     >>> float(y[0, 0, 10, 10].compute())
     27.0
     """
@@ -125,8 +125,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         whole, (g.pads[:2], g.pads[2:]), strict=True)], g.padding_mode, h_axis, w_axis)
     spec = _Spec(g.stride, g.dilation, g.groups, layout.name, h_axis, w_axis, in_call,
                  g.padding_mode)
-    rows = [(0, g.p)] if whole[0] else _out_blocks(x.chunks[h_axis], g.p, g.stride[0])
-    cols = [(0, g.q)] if whole[1] else _out_blocks(x.chunks[w_axis], g.q, g.stride[1])
+    rows = [(0, g.p)] if whole[0] else _out_blocks(x.chunks[h_axis], g.pads[0], g.p,
+                                                   g.stride[0])
+    cols = [(0, g.q)] if whole[1] else _out_blocks(x.chunks[w_axis], g.pads[2], g.q,
+                                                   g.stride[1])
     # the rows a block reads past its first: all of them on an axis in one chunk
     reach = (x.shape[h_axis] if whole[0] else (g.kh - 1) * g.dilation[0],
              x.shape[w_axis] if whole[1] else (g.kw - 1) * g.dilation[1])
@@ -214,14 +216,16 @@ def _pad(x, pads, mode: str, h_axis: int, w_axis: int):
     return da.pad(x, width, mode=_PAD_MODES[mode])
 
 
-def _out_blocks(in_chunks, out_len: int, stride: int) -> list[tuple[int, int]]:
-    """Output ranges: the outputs p with p * stride in each input chunk.
+def _out_blocks(in_chunks, pad_low: int, out_len: int, stride: int) -> list[tuple[int, int]]:
+    """Output ranges: those whose window starts in each input chunk (padded coordinates).
 
-    Output p's window starts at padded row p * stride, so each range starts
-    on a stride-aligned row; with "same" padding at stride 1 the ranges are
-    x's chunks.  Empty ranges (a chunk smaller than the stride) are dropped.
+    So every range starts on a stride-aligned padded row and reads forward
+    only: a layer's block then waits on the next chunks, not on both sides,
+    which halves what a stack of layers holds (docs/design/decisions.md).
+    The first range also takes the windows starting in the low padding, the
+    last those in the high padding; empty ranges are dropped.
     """
-    bounds = np.cumsum(in_chunks)[:-1]
+    bounds = np.cumsum(in_chunks)[:-1] + pad_low
     starts = [0] + [min(-(-int(b) // stride), out_len) for b in bounds]
     ends = starts[1:] + [out_len]
     return [(a, b) for a, b in zip(starts, ends, strict=True) if b > a]
