@@ -58,7 +58,6 @@ def test_children_and_threads_get_the_main_threads_results(scenario, layer):
     assert float(difference) == 0.0
 
 
-@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
 @pytest.mark.parametrize("layer", ["workqueue", "omp"])
 def test_fork_while_another_thread_runs_kernels(layer):
     # The child must not inherit numbaconv's locks held by a thread it lacks
@@ -70,6 +69,7 @@ def test_fork_while_another_thread_runs_kernels(layer):
     assert used == layer and float(difference) == 0.0
 
 
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
 @pytest.mark.parametrize("layer", ["default", "omp"])
 def test_dataloader_fork_workers(layer):
     if not layer_loads(layer):
