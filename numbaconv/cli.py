@@ -229,9 +229,10 @@ def _read_rows(path: str, columns: list[str], flags: dict[str, bool]) -> list[di
             # Files written before a switch existed have no such line: it was off.
             was = f"# {flag}: True\n" in lines
             if was != now:
+                option = "scheduler" if flag == "on_cluster" else flag
                 raise UsageError(f"numbaconv bench: --resume: {path} was written "
-                                 f"{'with' if was else 'without'} --{flag}; use the same "
-                                 f"--{flag} so that its rows are comparable")
+                                 f"{'with' if was else 'without'} --{option}; use the same "
+                                 f"--{option} so that its rows are comparable")
         lines = [line for line in lines if not line.startswith("#")]
         reader = csv.DictReader(lines)
         if reader.fieldnames and list(reader.fieldnames) != columns:
@@ -383,10 +384,15 @@ def _plan_sweep(args):
             sweep.client = cluster.connect(args.scheduler)
         except ValueError as err:
             raise UsageError(f"numbaconv bench: {err}") from None
-    if args.resume and os.path.exists(args.csv):
-        sweep.resume(_read_rows(args.csv, sweep.columns, {"isolate": args.isolate,
-                                                          "prepack": args.prepack,
-                                                          "on_cluster": bool(args.scheduler)}))
+    try:
+        if args.resume and os.path.exists(args.csv):
+            sweep.resume(_read_rows(args.csv, sweep.columns,
+                                    {"isolate": args.isolate, "prepack": args.prepack,
+                                     "on_cluster": bool(args.scheduler)}))
+    except UsageError:
+        if sweep.client is not None:
+            sweep.client.close()
+        raise
     return sweep, plot_path
 
 
@@ -398,6 +404,8 @@ def _print_header(say, machine: dict, sweep, args) -> None:
     peers = sweep.peers
     if args.isolate and peers:
         say(f"# peers isolated: {', '.join(peers)} each timed in a Python process of its own")
+    elif peers and sweep.client is not None:
+        say(f"# peers timed in each worker's process: {', '.join(peers)}")
     elif peers:  # measured: numbaconv ran 2x slower for tens of ms after ONNX Runtime's calls
         say(f"# peers timed in this process: {', '.join(peers)}; a thread pool that spins after "
             "its calls slows the next library's, use --isolate for fair ratios")
@@ -406,7 +414,8 @@ def _print_header(say, machine: dict, sweep, args) -> None:
     if sweep.client is not None:
         workers = sweep.client.scheduler_info().get("workers", {})
         say(f"# rows timed on the Dask cluster at {args.scheduler} ({len(workers)} workers), "
-            "one per worker at a time; the cpu column says where")
+            "one per worker at a time, each row's %sgemm against its worker's sgemm; the "
+            "cpu column says where (the sgemm above is this machine's)")
     if sweep.done:
         say(f"# resuming: {len(sweep.done)} row(s) already in {args.csv}, {len(sweep.configs)} "
             "to run")
@@ -431,6 +440,7 @@ def _open_csv(args, machine: dict, columns: list[str]):
 def cmd_bench(args) -> int:
     """``numbaconv bench``: time a sweep, print the table, write CSV/JSON/plot."""
     from . import bench
+    from .bench.cluster import WorkerFailed
 
     sweep, plot_path = _plan_sweep(args)
     machine = sweep.measure_machine(" ".join(["numbaconv", *args.argv]))
@@ -457,6 +467,10 @@ def cmd_bench(args) -> int:
         progress.clear()
         print(f"\ninterrupted: {len(sweep.rows)} row(s) of this run kept", file=sys.stderr)
         status = 130
+    except WorkerFailed as err:
+        progress.clear()
+        print(f"error: {err}; {len(sweep.rows)} row(s) of this run kept", file=sys.stderr)
+        status = 1
     finally:
         if csv_file:
             csv_file.close()

@@ -67,6 +67,7 @@ class _Spec:
     w_axis: int
     pads: tuple  # ((top, bottom), (left, right)) padded by the call: axes in one chunk
     padding_mode: str
+    threads: int  # the caller's count: what blocks use outside a distributed worker
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -116,6 +117,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         return da.empty(out_shape, dtype=dtype)[0] if unbatched else da.empty(out_shape,
                                                                               dtype=dtype)
     x = _join_channels(x, c_axis)
+    x = _drop_empty_chunks(x)
     # An axis in one chunk is padded inside the block's call (no copy); an axis
     # in several is padded once, globally, and its blocks' calls pad nothing.
     whole = (len(x.chunks[h_axis]) == 1, len(x.chunks[w_axis]) == 1)
@@ -124,7 +126,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     xp = _pad(x, [(0, 0) if one else pads for one, pads in zip(
         whole, (g.pads[:2], g.pads[2:]), strict=True)], g.padding_mode, h_axis, w_axis)
     spec = _Spec(g.stride, g.dilation, g.groups, layout.name, h_axis, w_axis, in_call,
-                 g.padding_mode)
+                 g.padding_mode, get_num_threads())
     rows = [(0, g.p)] if whole[0] else _out_blocks(x.chunks[h_axis], g.pads[0], g.p,
                                                    g.stride[0])
     cols = [(0, g.q)] if whole[1] else _out_blocks(x.chunks[w_axis], g.pads[2], g.q,
@@ -207,6 +209,12 @@ def _join_channels(x, c_axis: int):
     return x.rechunk({c_axis: -1})
 
 
+def _drop_empty_chunks(x):
+    """x without zero-size chunks (dask.array.pad's edge mode fails on them)."""
+    chunks = tuple(tuple(c for c in sizes if c) or sizes for sizes in x.chunks)
+    return x if chunks == x.chunks else x.rechunk(chunks)
+
+
 def _pad(x, pads, mode: str, h_axis: int, w_axis: int):
     """x padded once, globally: the padding modes act at the image's borders only."""
     if not any(p for pair in pads for p in pair):
@@ -250,14 +258,18 @@ def _place(n_axis, n, h_axis, h, w_axis, w) -> tuple[int, int, int, int]:
     return tuple(index)
 
 
-def _worker_threads() -> int:
-    """The Dask worker's nthreads; outside a worker, numbaconv's own count."""
+def _worker_threads(caller: int | None = None) -> int:
+    """The Dask worker's nthreads; outside a worker, ``caller`` (the count conv2d saw).
+
+    Not the running thread's own count: Numba's is per thread, and in a
+    local scheduler's pool thread it is Numba's default, not the caller's.
+    """
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):  # not on a distributed worker
-        return get_num_threads()
+        return caller or get_num_threads()
     n = getattr(getattr(worker, "state", None), "nthreads", None) or worker.nthreads
     return max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
 
@@ -267,6 +279,6 @@ def _block(grid, weight, bias, spec: _Spec):
     lines = [line[0] if len(line) == 1 else np.concatenate(line, axis=spec.w_axis)
              for line in grid]
     x = lines[0] if len(lines) == 1 else np.concatenate(lines, axis=spec.h_axis)
-    with _computing, threads(_worker_threads()):
+    with _computing, threads(_worker_threads(spec.threads)):
         return _conv2d(x, weight, bias, spec.stride, spec.pads, spec.dilation, spec.groups,
                        layout=spec.layout, padding_mode=spec.padding_mode)

@@ -36,11 +36,13 @@ def client():
 
 @st.composite
 def chunkings(draw, size):
-    """Chunk sizes along an axis of ``size``: ragged, some smaller than any halo."""
+    """Chunk sizes along an axis of ``size``: ragged, some smaller than any halo, some empty."""
     if size == 0:
         return (0,)
     sizes, left = [], size
     while left:
+        if len(sizes) < 2 and draw(st.integers(0, 5)) == 0:
+            sizes.append(0)  # dask allows them; its pad(mode="edge") does not
         sizes.append(draw(st.integers(1, left)))
         left -= sizes[-1]
     return tuple(sizes)
@@ -110,6 +112,17 @@ def _holds(task, w) -> bool:
         return _holds(value, w)
     args = getattr(task, "args", None)
     return isinstance(args, tuple) and any(_holds(a, w) for a in args)
+
+
+def test_local_schedulers_use_the_callers_thread_count(monkeypatch):
+    # Numba's count is per thread: a pool thread of dask's would see its default.
+    seen, call = [], ndask._conv2d
+    monkeypatch.setattr(ndask, "_conv2d",
+                        lambda *a, **k: seen.append(numbaconv.get_num_threads()) or call(*a, **k))
+    with numbaconv.threads(1):
+        y = ndask.conv2d(da.ones((4, 2, 8, 8), chunks=(1, 2, 8, 8)), np.ones((1, 2, 3, 3)))
+    y.compute(scheduler="threads")
+    assert seen == [1] * 4
 
 
 def test_each_worker_uses_its_own_thread_count(client):
@@ -223,3 +236,31 @@ def test_bench_scheduler_errors(extra, words, capsys):
     assert main(["bench", "--suite", "resnet50", "--repeat", "1", *extra]) == 2
     err = capsys.readouterr().err
     assert all(w in err for w in words), err
+
+
+def test_a_row_that_fails_on_a_worker_names_the_row(client):
+    from numbaconv.bench import Layer, Sweep, cluster
+
+    sweep = Sweep.plan([Layer("tiny", 3, 8, 8, 4, 3, padding=1)], batches=[1, 2],
+                       layouts=["NCHW"], dtypes=["float32"], threads=[1], compare=[], repeat=1)
+    sweep.configs[1]["threads"] = 10**6  # more than any worker's Numba pool
+    with pytest.raises(cluster.WorkerFailed, match=r"row tiny N=2 NCHW float32 1000000 thr"):
+        cluster.run(sweep, client, None, _NoProgress())
+    assert [r["batch"] for r in sweep.rows] in ([1], [])  # what finished is kept
+
+
+class _NoProgress:
+    def show(self, done, label):
+        pass
+
+    def clear(self):
+        pass
+
+
+def test_resume_of_a_cluster_csv_names_the_scheduler_option(tmp_path, capsys):
+    from numbaconv.cli import main
+
+    path = tmp_path / "rows.csv"
+    path.write_text("# on_cluster: True\nname\n")
+    assert main(["bench", "--suite", "resnet50", "--csv", str(path), "--resume"]) == 2
+    assert "written with --scheduler; use the same --scheduler" in capsys.readouterr().err

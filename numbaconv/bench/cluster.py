@@ -19,18 +19,33 @@ _one_at_a_time = threading.Lock()  # per worker process
 _worker_sgemm: dict[str, float] = {}  # measured once per worker process
 
 
-def connect(address: str, timeout: float = 30):
-    """A ``distributed.Client`` of the scheduler at ``address``; ValueError if none answers."""
+class WorkerFailed(RuntimeError):
+    """A row failed on a worker (its numbaconv refused the configuration, or ran out of memory)."""
+
+
+def connect(address: str, timeout: float = 10):
+    """A ``distributed.Client`` of the scheduler at ``address``, with a worker.
+
+    ValueError if no scheduler answers, or none of its workers shows up
+    within ``timeout`` seconds.
+    """
     try:
         import distributed
     except ImportError:
         raise ValueError('--scheduler needs Dask\'s distributed: pip install "numbaconv[dask]"'
                          ) from None
     try:
-        return distributed.Client(address, timeout=timeout)
+        client = distributed.Client(address, timeout=timeout)
     except (OSError, TimeoutError, ValueError, TypeError) as err:
         raise ValueError(f"--scheduler: cannot reach a Dask scheduler at {address!r} "
                          f"({type(err).__name__}: {err})") from None
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (OSError, TimeoutError) as err:
+        client.close()
+        raise ValueError(f"--scheduler: the Dask scheduler at {address!r} has no workers "
+                         f"(none joined within {timeout:g} s)") from err
+    return client
 
 
 def time_on_worker(cfg: dict, peers: list[str], repeat: int) -> dict:
@@ -69,7 +84,14 @@ def run(sweep, client, on_row: Callable[[dict], None] | None, progress) -> None:
     done: list[tuple[int, dict]] = []
     try:
         for future in distributed.as_completed(futures):
-            row = future.result()
+            try:
+                row = future.result()
+            except Exception as err:  # raised on the worker: say which row
+                cfg = sweep.configs[order[future.key]]
+                raise WorkerFailed(
+                    f"--scheduler: row {cfg['layer'].name} N={cfg['batch']} {cfg['layout']} "
+                    f"{cfg['dtype']} {cfg['threads']} thr failed on a worker: "
+                    f"{type(err).__name__}: {err}") from None
             done.append((order[future.key], row))
             progress.show(len(done), f"{row['name']} N={row['batch']} on {row['worker']}")
             if on_row is not None:
