@@ -40,7 +40,7 @@ except ImportError as err:  # an optional extra
 
 from . import _args
 from ._threads import get_num_threads, threads
-from .conv import _check_bias
+from .conv import _batched, _check_bias
 from .conv import conv2d as _conv2d
 from .packed import PackedWeight
 
@@ -98,10 +98,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     27.0
     """
     layout = _args.layout_of(layout)
-    x = _dask_input(x, layout)
-    unbatched = x.ndim == 3
-    if unbatched:
-        x = x[None]
+    x, unbatched = _batched(_dask_input(x), "x", layout)  # conv2d's ndim check and batch axis
     if isinstance(weight, PackedWeight):
         raise TypeError("weight: numbaconv.dask takes a plain weight array, got a PackedWeight")
     weight = _args.as_float_array(weight, "weight")
@@ -121,10 +118,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     # An axis in one chunk is padded inside the block's call (no copy); an axis
     # in several is padded once, globally, and its blocks' calls pad nothing.
     whole = (len(x.chunks[h_axis]) == 1, len(x.chunks[w_axis]) == 1)
-    in_call = tuple(pads if one else (0, 0)
-                    for one, pads in zip(whole, (g.pads[:2], g.pads[2:]), strict=True))
-    xp = _pad(x, [(0, 0) if one else pads for one, pads in zip(
-        whole, (g.pads[:2], g.pads[2:]), strict=True)], g.padding_mode, h_axis, w_axis)
+    axis_pads = (g.pads[:2], g.pads[2:])
+    in_call = tuple(p if one else (0, 0) for one, p in zip(whole, axis_pads, strict=True))
+    xp = _pad(x, [(0, 0) if one else p for one, p in zip(whole, axis_pads, strict=True)],
+              g.padding_mode, h_axis, w_axis)
     spec = _Spec(g.stride, g.dilation, g.groups, layout.name, h_axis, w_axis, in_call,
                  g.padding_mode, get_num_threads())
     rows = [(0, g.p)] if whole[0] else _out_blocks(x.chunks[h_axis], g.pads[0], g.p,
@@ -180,13 +177,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     return y[0] if unbatched else y
 
 
-def _dask_input(x, layout: _args.Layout):
+def _dask_input(x):
     if not isinstance(x, da.Array):
         raise TypeError(f"x: expected a dask.array.Array (numbaconv.conv2d takes in-memory "
                         f"arrays), got {type(x).__name__}")
-    if x.ndim not in (3, 4):
-        desc = f"{layout.x_desc()} or unbatched {layout.x_desc().replace('N, ', '')}"
-        raise ValueError(f"x: expected a 3-d or 4-d array {desc}, got shape {x.shape}")
     if any(np.isnan(size) for sizes in x.chunks for size in sizes):
         raise ValueError("x: its chunk sizes are unknown; call x.compute_chunk_sizes() first")
     _args.as_float_array(np.empty(0, x.dtype), "x")  # the dtype check conv2d makes

@@ -23,7 +23,7 @@ def unsupported(problem: Problem) -> str | None:
     return None
 
 
-def scratch_bytes(problem: Problem | Plan) -> int:
+def scratch_bytes(problem: Problem) -> int:
     """The NCHW forward kernel's scratch: one padded plane and accumulator per thread."""
     g = problem.geometry
     if problem.layout.channels_last:
@@ -32,7 +32,7 @@ def scratch_bytes(problem: Problem | Plan) -> int:
     rows = max(g.h + g.pads[0] + g.pads[1], sh * g.p + (g.kh - 1) * dh + 1)  # padded_axis
     wq = ceil_div(g.w + g.pads[2] + g.pads[3], sw)
     per_task = sw * rows * wq + g.p * max(wq, g.q)
-    return problem.threads * per_task * np.dtype(problem.dtype).itemsize  # Plan.dtype is a str
+    return problem.threads * per_task * problem.dtype.itemsize
 
 
 def planes_fit(problem: Problem) -> bool:
@@ -46,6 +46,8 @@ def planes_fit(problem: Problem) -> bool:
 
 
 def plan(problem: Problem) -> Plan:
+    # Once per problem (plans are cached): a forced call whose planes cannot fit
+    check_fits(scratch_bytes(problem), "direct_depthwise's padded planes (one per thread)")
     return problem.plan("direct_depthwise", tables=IndexTables.build(problem.geometry))
 
 
@@ -53,7 +55,6 @@ def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=
     g, t = plan.geometry, plan.tables
     kernel = kernels.get("depthwise", plan.layout.name, plan.dtype)
     b, has_bias = bias_arg(bias, x.dtype)
-    check_fits(scratch_bytes(plan), "direct_depthwise's padded planes (one per thread)")
     with serial_below(x.nbytes + out.nbytes):
         if plan.layout.channels_last:
             kernel(x, w, b, has_bias, out, t.htab, t.wtab)

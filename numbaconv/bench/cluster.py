@@ -16,7 +16,7 @@ from collections.abc import Callable
 CLUSTER_COLUMNS = ["worker", "cpu"]
 
 _one_at_a_time = threading.Lock()  # per worker process
-_worker_sgemm: dict[str, float] = {}  # measured once per worker process
+_worker_host: dict[str, tuple[float, str]] = {}  # sgemm and CPU, once per worker process
 
 
 class WorkerFailed(RuntimeError):
@@ -62,12 +62,13 @@ def time_on_worker(cfg: dict, peers: list[str], repeat: int) -> dict:
     except (ImportError, ValueError):  # not on a worker (a test's local scheduler)
         where = "local"
     with _one_at_a_time:
-        if where not in _worker_sgemm:
-            _worker_sgemm[where] = sgemm_gflops()
-        row = bench_one(cfg, peers, repeat, _worker_sgemm[where])
-    info = machine_info()
-    return row | {"worker": where, "cpu": f"{info['cpu']}, {info['cores']} cores, "
-                                          f"{machine.variant()} kernels"}
+        if where not in _worker_host:
+            info = machine_info()
+            _worker_host[where] = (sgemm_gflops(), f"{info['cpu']}, {info['cores']} cores, "
+                                                   f"{machine.variant()} kernels")
+        sgemm, cpu = _worker_host[where]
+        row = bench_one(cfg, peers, repeat, sgemm)
+    return row | {"worker": where, "cpu": cpu}
 
 
 def run(sweep, client, on_row: Callable[[dict], None] | None, progress) -> None:
