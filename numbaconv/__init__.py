@@ -1,4 +1,4 @@
-"""numbaconv: fast CPU 2-D convolution in pure Python and Numba.
+"""numbaconv: fast CPU convolution (1-d, 2-d and 3-d) in pure Python and Numba.
 
 Most 3x3 and small 1x1 layers run a register-tiled GEMM micro-kernel written
 through Numba that reads the input in place (``indirect_gemm``,
@@ -18,27 +18,45 @@ from ._plan import CacheInfo, Plan, cache_clear, cache_info
 from .conv import col2im, conv2d, conv2d_with, explain, im2col
 from .backward import conv2d_backward, conv2d_grad_input, conv2d_grad_weight
 from .transpose import conv_transpose2d
-from .layers import Conv2d, ConvTranspose2d
+from .convnd import (
+    conv1d,
+    conv1d_backward,
+    conv3d,
+    conv3d_backward,
+    conv_transpose1d,
+    conv_transpose3d,
+)
+from .layers import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .packed import PackedWeight, pack_weight
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CacheInfo",
+    "Conv1d",
     "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
     "ConvTranspose2d",
+    "ConvTranspose3d",
     "PackedWeight",
     "Plan",
     "cache_clear",
     "cache_info",
     "col2im",
     "config",
+    "conv1d",
+    "conv1d_backward",
     "conv2d",
     "conv2d_backward",
     "conv2d_grad_input",
     "conv2d_grad_weight",
     "conv2d_with",
+    "conv3d",
+    "conv3d_backward",
+    "conv_transpose1d",
     "conv_transpose2d",
+    "conv_transpose3d",
     "explain",
     "get_num_threads",
     "im2col",

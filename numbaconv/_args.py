@@ -125,6 +125,94 @@ LAYOUTS = {
 NCHW, NHWC = LAYOUTS["NCHW"], LAYOUTS["NHWC"]
 
 
+@dataclass(frozen=True, eq=False)
+class RankLayout:
+    """An activation layout of any rank: channels first (N, C, *S) or last (N, *S, C).
+
+    Weights are (O, I, *K) channels first and (*K, I, O) channels last, as in
+    PyTorch and TensorFlow/JAX.  ``base`` is the 2-d layout of the same
+    family, on which every rank runs (``numbaconv._rank``).
+    """
+
+    name: str
+    weight_name: str
+    rank: int
+    channels_last: bool
+
+    @property
+    def base(self) -> Layout:
+        return NHWC if self.channels_last else NCHW
+
+    def x_dims(self, shape) -> tuple[int, int, tuple[int, ...]]:
+        """(N, C, spatial sizes) of an activation shape in this layout."""
+        if self.channels_last:
+            return shape[0], shape[-1], tuple(shape[1:-1])
+        return shape[0], shape[1], tuple(shape[2:])
+
+    def w_dims(self, shape) -> tuple[int, int, tuple[int, ...]]:
+        """(O, I, kernel sizes) of a weight shape in this layout."""
+        if self.channels_last:
+            return shape[-1], shape[-2], tuple(shape[:-2])
+        return shape[0], shape[1], tuple(shape[2:])
+
+    def x_shape(self, n, c, sizes) -> tuple:
+        return (n, *sizes, c) if self.channels_last else (n, c, *sizes)
+
+    def w_shape(self, o, i, kernel) -> tuple:
+        return (*kernel, i, o) if self.channels_last else (o, i, *kernel)
+
+    def x_desc(self) -> str:
+        return "(" + ", ".join(self.name) + ")"
+
+    @property
+    def channel_axis(self) -> int:
+        return self.rank + 1 if self.channels_last else 1
+
+    def bias_shape(self, o: int) -> tuple[int, ...]:
+        return (o,) if self.channels_last else (o,) + (1,) * self.rank
+
+    def crop(self, x: np.ndarray, sizes) -> np.ndarray:
+        """x's first ``sizes[i]`` positions along each spatial axis (a view)."""
+        first = 1 + (not self.channels_last)
+        index = [slice(None)] * x.ndim
+        for i, size in enumerate(sizes):
+            index[first + i] = slice(size)
+        return x[tuple(index)]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"RankLayout({self.name!r})"
+
+
+RANK_LAYOUTS = {
+    name: RankLayout(name, weight, len(name) - 2, name[1] != "C")
+    for name, weight in (("NCW", "OIW"), ("NWC", "WIO"), ("NCHW", "OIHW"), ("NHWC", "HWIO"),
+                         ("NCDHW", "OIDHW"), ("NDHWC", "DHWIO"))
+}
+
+
+def rank_layout_of(layout, rank: int) -> RankLayout:
+    """The rank-``rank`` layout named ``layout``; a 2-d name stands for its family.
+
+    ``"NCHW"`` and ``"NHWC"`` (conv2d's defaults) are read as channels first
+    or last, so ``conv3d(..., layout="NHWC")`` means NDHWC.
+    """
+    if isinstance(layout, RankLayout) and layout.rank == rank:
+        return layout
+    names = [k for k, v in RANK_LAYOUTS.items() if v.rank == rank]
+    if isinstance(layout, Layout | RankLayout):
+        layout = layout.name
+    if isinstance(layout, str):
+        key = layout.upper()
+        if key in ("NCHW", "NHWC"):
+            key = names[key == "NHWC"]
+        if key in RANK_LAYOUTS and RANK_LAYOUTS[key].rank == rank:
+            return RANK_LAYOUTS[key]
+    raise ValueError(f"layout: expected one of {names}, got {shown(layout)}")
+
+
 def layout_of(layout) -> Layout:
     if isinstance(layout, Layout):
         return layout
@@ -170,69 +258,75 @@ def check_max(values, name: str, given) -> None:
         raise ValueError(f"{name}: expected values <= {MAX_VALUE} (2**31 - 1), got {shown(given)}")
 
 
+def int_tuple(value, name: str, n: int, minimum: int) -> tuple[int, ...]:
+    """An int or a sequence of ``n`` ints, each >= minimum, as an n-tuple."""
+    if _is_int(value):
+        out = (int(value),) * n
+    elif _is_sequence(value) and len(value) == n and all(_is_int(v) for v in value):
+        out = tuple(int(v) for v in value)
+    else:
+        what = "a pair of ints" if n == 2 else f"a tuple of {n} int{'s' * (n > 1)}"
+        raise TypeError(f"{name}: expected an int or {what}, got {shown(value)}")
+    if min(out) < minimum:
+        raise ValueError(f"{name}: expected values >= {minimum}, got {shown(value)}")
+    check_max(out, name, value)
+    return out
+
+
 def int_pair(value, name: str, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each >= minimum, as a pair."""
-    if _is_int(value):
-        pair = (int(value), int(value))
-    elif _is_sequence(value) and len(value) == 2 and all(_is_int(v) for v in value):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{name}: expected an int or a pair of ints, got {shown(value)}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name}: expected values >= {minimum}, got {shown(value)}")
-    check_max(pair, name, value)
-    return pair
+    return int_tuple(value, name, 2, minimum)  # type: ignore[return-value]
 
 
-Pads = tuple[int, int, int, int]  # (top, bottom, left, right)
+Pads = tuple[int, ...]  # (low, high) per spatial axis, flat: (top, bottom, left, right) in 2-d
+AXIS_NAMES = {1: ("width",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
+def _is_int_pair(p) -> bool:
+    return isinstance(p, tuple | list) and len(p) == 2 and all(_is_int(v) for v in p)
 
 
 def resolve_padding(padding, in_hw, kernel_hw, stride, dilation) -> Pads:
-    """Turn every accepted padding form into explicit (top, bottom, left, right).
+    """Turn every accepted padding form into explicit (low, high) per axis, flat.
 
-    ``"same"`` follows TensorFlow/JAX: the output is ceil(input / stride) and an
-    odd total puts the extra row/column at the bottom/right (for stride 1 this
-    is what PyTorch does too).
+    For n spatial axes (n = ``len(in_hw)``) it takes an int, n ints (the same
+    on both sides of an axis), n (low, high) pairs (JAX's form), ``"valid"``
+    or ``"same"``.  ``"same"`` follows TensorFlow/JAX: the output is
+    ceil(input / stride) and an odd total puts the extra row/column at the
+    high end (for stride 1 this is what PyTorch does too).
     """
+    n = len(in_hw)
     if isinstance(padding, str):
         kind = padding.lower()
         if kind == "valid":
-            return (0, 0, 0, 0)
+            return (0,) * (2 * n)
         if kind == "same":
             pads = []
-            for n, k, s, d in zip(in_hw, kernel_hw, stride, dilation, strict=True):
-                out = -(-n // s)
-                total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
+            for size, k, s, d in zip(in_hw, kernel_hw, stride, dilation, strict=True):
+                out = -(-size // s)
+                total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
                 pads += [total // 2, total - total // 2]
-            return tuple(pads)  # type: ignore[return-value]
+            return tuple(pads)
         raise ValueError(
             f"padding: expected 'same', 'valid', an int or pairs, got {shown(padding)}")
     if _is_int(padding):
-        pads = (int(padding),) * 4
-    elif isinstance(padding, tuple | list) and len(padding) == 2:
-        if all(_is_int(p) for p in padding):
-            ph, pw = (int(p) for p in padding)
-            pads = (ph, ph, pw, pw)
-        elif all(
-            isinstance(p, tuple | list) and len(p) == 2 and all(_is_int(v) for v in p)
-            for p in padding
-        ):
-            (t, b), (left, right) = padding
-            pads = (int(t), int(b), int(left), int(right))
-        else:
-            raise TypeError(
-                "padding: expected an int, a pair (ph, pw) or ((top, bottom), (left, right)), "
-                f"got {shown(padding)}"
-            )
+        pads = (int(padding),) * (2 * n)
+    elif isinstance(padding, tuple | list) and len(padding) == n and all(
+            _is_int(p) for p in padding):
+        pads = tuple(int(p) for side in padding for p in (side, side))
+    elif isinstance(padding, tuple | list) and len(padding) == n and all(
+            _is_int_pair(p) for p in padding):
+        pads = tuple(int(v) for pair in padding for v in pair)
     else:
-        raise TypeError(
-            "padding: expected an int, a pair (ph, pw), ((top, bottom), (left, right)), "
-            f"'same' or 'valid', got {shown(padding)}"
-        )
+        if n == 2:
+            forms = "an int, a pair (ph, pw), ((top, bottom), (left, right))"
+        else:
+            forms = f"an int, {n} ints, {n} (low, high) pairs"
+        raise TypeError(f"padding: expected {forms}, 'same' or 'valid', got {shown(padding)}")
     if min(pads) < 0:
         raise ValueError(f"padding: expected values >= 0, got {shown(padding)}")
     check_max(pads, "padding", padding)
-    return pads  # type: ignore[return-value]
+    return pads
 
 
 # --------------------------------------------------------------------------
@@ -337,7 +431,7 @@ def output_hw(in_hw, kernel_hw, stride, dilation, pads, names=("x", "weight")):
         padded = n + pads[2 * i] + pads[2 * i + 1]
         extent = (k - 1) * d + 1
         if extent > padded:
-            axis = "height" if i == 0 else "width"
+            axis = AXIS_NAMES[len(in_hw)][i]
             raise ValueError(
                 f"{names[1]}: dilated kernel {axis} {extent} is larger than the padded "
                 f"input {axis} {padded} ({names[0]} {axis} {n} + padding "
@@ -352,7 +446,7 @@ def check_padding_mode(mode: str, pads: Pads, in_hw) -> None:
     if mode == "zeros" or mode == "replicate":
         return
     for i, n in enumerate(in_hw):
-        axis = "height" if i == 0 else "width"
+        axis = AXIS_NAMES[len(in_hw)][i]
         for pad in pads[2 * i : 2 * i + 2]:
             if mode == "reflect" and pad >= n:
                 raise ValueError(
@@ -365,9 +459,42 @@ def check_padding_mode(mode: str, pads: Pads, in_hw) -> None:
                 )
 
 
-def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, groups,
-                  padding_mode, names=("x", "weight"), in_memory: bool = True) -> Geometry:
-    """Validate a conv2d problem given by 4-d shapes and return its geometry.
+@dataclass(frozen=True)
+class NdGeometry:
+    """One convolution in any rank, in canonical (N, C, *spatial) / (O, I, *kernel) terms."""
+
+    n: int
+    c: int
+    o: int
+    sizes: tuple[int, ...]  # input spatial sizes
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pads: Pads  # (low, high) per axis, flat
+    groups: int
+    padding_mode: str
+    out: tuple[int, ...]  # output spatial sizes
+
+    @property
+    def rank(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def cg(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def og(self) -> int:
+        return self.o // self.groups
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.n * self.o * math.prod(self.out) * self.cg * math.prod(self.kernel)
+
+
+def nd_geometry(x_shape, w_shape, layout: RankLayout, stride, padding, dilation, groups,
+                padding_mode, names=("x", "weight"), in_memory: bool = True) -> NdGeometry:
+    """Validate a convolution of any rank given by its shapes and return its geometry.
 
     ``names`` are what the messages call the input and the weight (callers
     that take shapes, such as conv2d_grad_input, name them differently).
@@ -375,14 +502,17 @@ def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, g
     check that the whole problem fits in this machine's memory.
     """
     x_name, w_name = names
+    rank = layout.rank
     groups = groups_of(groups)
-    n, c, h, w = layout.x_dims(x_shape)
-    o, ci, kh, kw = layout.w_dims(w_shape)
-    if min(c, h, w) < 1:
-        raise ValueError(f"{x_name}: expected channels, height and width >= 1, got shape "
-                         f"{x_shape}")
-    if min(o, ci, kh, kw) < 1:
-        raise ValueError(f"{w_name}: expected every dimension >= 1, got shape {w_shape}")
+    n, c, sizes = layout.x_dims(x_shape)
+    o, ci, kernel = layout.w_dims(w_shape)
+    if min(c, *sizes) < 1:
+        axes = ["channels", *AXIS_NAMES[rank]]
+        raise ValueError(f"{x_name}: expected {', '.join(axes[:-1])} and {axes[-1]} >= 1, "
+                         f"got shape {tuple(x_shape)}")
+    if min(o, ci, *kernel) < 1:
+        raise ValueError(f"{w_name}: expected every dimension >= 1, got shape "
+                         f"{tuple(w_shape)}")
     if c % groups:
         raise ValueError(f"groups: input channels {c} are not divisible by groups={groups}")
     if o % groups:
@@ -391,30 +521,40 @@ def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, g
         raise ValueError(
             f"{w_name}: expected {c // groups} input channels per group ({x_name} has {c} "
             f"channels, groups={groups}), got {ci} in {layout.weight_name} weight of shape "
-            f"{w_shape}"
+            f"{tuple(w_shape)}"
         )
-    stride = int_pair(stride, "stride", 1)
-    dilation = int_pair(dilation, "dilation", 1)
+    stride = int_tuple(stride, "stride", rank, 1)
+    dilation = int_tuple(dilation, "dilation", rank, 1)
     padding_mode = padding_mode_of(padding_mode)
-    pads = resolve_padding(padding, (h, w), (kh, kw), stride, dilation)
-    check_padding_mode(padding_mode, pads, (h, w))
-    p, q = output_hw((h, w), (kh, kw), stride, dilation, pads, names)
-    pt, pb, pl, pr = pads
+    pads = resolve_padding(padding, sizes, kernel, stride, dilation)
+    check_padding_mode(padding_mode, pads, sizes)
+    out = output_hw(sizes, kernel, stride, dilation, pads, names)
     # The input (a contiguous copy, at float32 at least), the output, the
     # index tables over the padded axes and the (K, P) tables with their
     # temporaries (int64 each).
     if in_memory:
-        check_fits(4 * (n * c * h * w + n * o * p * q) + 16 * (h + pt + pb + w + pl + pr)
-                   + 32 * (kh * p + kw * q),
+        padded = sum(sizes) + sum(pads)
+        check_fits(4 * n * (c * math.prod(sizes) + o * math.prod(out)) + 16 * padded
+                   + 32 * sum(k * p for k, p in zip(kernel, out, strict=True)),
                    f"a convolution of {x_name} {tuple(x_shape)} to an output "
-                   f"{layout.x_shape(n, o, p, q)}")
+                   f"{layout.x_shape(n, o, out)}")
     # Along an axis of one output pixel the stride is never applied: any
     # stride past the padded input's slack gives that one pixel.  The
     # smallest such stride keeps the tables (sized by stride * P) small.
-    slack = (h + pt + pb - (kh - 1) * dilation[0] - 1, w + pl + pr - (kw - 1) * dilation[1] - 1)
-    stride = tuple(min(s, slack[i] + 1) if out == 1 else s
-                   for i, (s, out) in enumerate(zip(stride, (p, q), strict=True)))
-    return Geometry(n, c, h, w, o, kh, kw, stride, dilation, pads, groups, padding_mode, p, q)
+    stride = tuple(
+        min(s, sizes[i] + pads[2 * i] + pads[2 * i + 1] - (kernel[i] - 1) * dilation[i])
+        if out[i] == 1 else s for i, s in enumerate(stride))
+    return NdGeometry(n, c, o, sizes, kernel, stride, dilation, pads, groups, padding_mode, out)
+
+
+def conv_geometry(x_shape, w_shape, layout: Layout, stride, padding, dilation, groups,
+                  padding_mode, names=("x", "weight"), in_memory: bool = True) -> Geometry:
+    """:func:`nd_geometry` of a conv2d problem given by 4-d shapes, as a 2-d Geometry."""
+    nd = nd_geometry(x_shape, w_shape, RANK_LAYOUTS[layout.name], stride, padding, dilation,
+                     groups, padding_mode, names, in_memory)
+    (h, w), (kh, kw), (p, q) = nd.sizes, nd.kernel, nd.out
+    return Geometry(nd.n, nd.c, h, w, nd.o, kh, kw, nd.stride, nd.dilation, nd.pads,
+                    nd.groups, nd.padding_mode, p, q)
 
 
 def groups_of(groups) -> int:
@@ -462,9 +602,13 @@ def ceil_div(a: int, b: int) -> int:
 
 
 __all__ = [
+    "AXIS_NAMES",
     "Geometry",
     "LAYOUTS",
     "Layout",
+    "NdGeometry",
+    "RANK_LAYOUTS",
+    "RankLayout",
     "MAX_VALUE",
     "PADDING_MODES",
     "SUPPORTED_DTYPES",
@@ -477,6 +621,9 @@ __all__ = [
     "ensure_ndim",
     "groups_of",
     "int_pair",
+    "int_tuple",
+    "nd_geometry",
+    "rank_layout_of",
     "layout_of",
     "output_hw",
     "padding_mode_of",

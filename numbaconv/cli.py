@@ -132,16 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "(needs numbaconv[dask] on every worker)")
 
     e = sub.add_parser("explain", help="print the dispatcher's plan for one problem",
-                       description="Print the plan conv2d would use for one problem.")
+                       description="Print the plan conv1d, conv2d or conv3d would use for one "
+                                   "problem (the rank is the weight's number of dims - 2).")
     e.add_argument("--input", type=_int_list, required=True,
-                   help="input shape in the layout's order, e.g. 8,64,56,56")
+                   help="input shape in the layout's order, e.g. 8,64,56,56 (3-d: 1-d conv, "
+                        "5-d: 3-d conv)")
     e.add_argument("--weight", type=_int_list, required=True,
-                   help="weight shape (OIHW for NCHW, HWIO for NHWC), e.g. 64,64,3,3")
-    e.add_argument("--stride", type=_int_list, default=(1,), help="s or sh,sw")
-    e.add_argument("--padding", default="0", help="p, ph,pw, same or valid")
-    e.add_argument("--dilation", type=_int_list, default=(1,), help="d or dh,dw")
+                   help="weight shape (OIW/OIHW/OIDHW channels first, WIO/HWIO/DHWIO "
+                        "channels last), e.g. 64,64,3,3")
+    e.add_argument("--stride", type=_int_list, default=(1,), help="s, or one per axis")
+    e.add_argument("--padding", default="0", help="p, one per axis, same or valid")
+    e.add_argument("--dilation", type=_int_list, default=(1,), help="d, or one per axis")
     e.add_argument("--groups", type=_positive_int, default=1)
-    e.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"])
+    e.add_argument("--layout", default="NCHW",
+                   choices=["NCHW", "NHWC", "NCW", "NWC", "NCDHW", "NDHWC"],
+                   help="NCHW/NHWC also mean channels first/last in 1-d and 3-d")
     e.add_argument("--padding-mode", default="zeros",
                    choices=["zeros", "reflect", "replicate", "circular"])
     e.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -164,11 +169,12 @@ def _algorithm_names() -> list[str]:
 # explain, info
 # --------------------------------------------------------------------------
 def _one_or_pair(values: tuple[int, ...], name: str):
+    """One value for every axis, or one per axis (the rank checks how many)."""
     if len(values) == 1:
         return values[0]
-    if len(values) == 2:
+    if len(values) <= 3:
         return values
-    raise UsageError(f"numbaconv explain: --{name}: expected one or two integers, got "
+    raise UsageError(f"numbaconv explain: --{name}: expected one to three integers, got "
                      f"{','.join(map(str, values))}")
 
 

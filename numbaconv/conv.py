@@ -161,9 +161,12 @@ def _shape_or_array(value, name):
 
 def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
             layout="NCHW", padding_mode="zeros", dtype=None, algorithm="auto") -> Plan:
-    """The plan conv2d would use for these arguments, without running it.
+    """The plan conv2d (or conv1d, conv3d) would use for these arguments, without running it.
 
-    ``x`` and ``weight`` may be arrays or shapes.  With shapes, ``dtype``
+    ``x`` and ``weight`` may be arrays or shapes.  A 3-d or 5-d weight
+    explains a conv1d or conv3d (``layout`` then one of that rank's, or
+    "NCHW"/"NHWC" for channels first/last): the result is an ``NdPlan``
+    whose ``lowered`` is the 2-d plan it runs on.  With shapes, ``dtype``
     (default float32) gives the compute dtype.  ``algorithm`` forces one of
     the registered algorithms (``numbaconv.algorithms``: ``"gemm_1x1"``,
     ``"pointwise_gemm"``, ``"im2col_gemm"``, ``"packed_gemm"``,
@@ -179,7 +182,21 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     ('im2col_gemm', (64, 784, 576))
     >>> numbaconv.explain((8, 64, 56, 56), (256, 64, 1, 1)).algorithm
     'gemm_1x1'
+    >>> numbaconv.explain((1, 64, 16, 56, 56), (64, 64, 3, 3, 3), padding=1).lowered.geometry.c
+    192
     """
+    if not isinstance(weight, PackedWeight):
+        w_shape, w_dtype = _shape_or_array(weight, "weight")
+        if len(w_shape) in (3, 5):  # conv1d or conv3d (convnd imports this module)
+            from .convnd import explain_nd
+
+            x_shape, x_dtype = _shape_or_array(x, "x")
+            b_shape, b_dtype = (None, None) if bias is None else _shape_or_array(bias, "bias")
+            if dtype is None:
+                known = [d for d in (x_dtype, w_dtype, b_dtype) if d is not None]
+                dtype = np.result_type(*known) if known else np.float32
+            return explain_nd(x_shape, w_shape, b_shape, stride, padding, dilation, groups,
+                              layout, padding_mode, _args.dtype_of(dtype), algorithm)
     layout = _args.layout_of(layout)
     if isinstance(weight, PackedWeight):
         weight.panels_for(layout, groups, weight.dtype)  # the same checks as conv2d

@@ -1,4 +1,4 @@
-"""Conv2d and ConvTranspose2d layers: parameters, forward, and a cached backward.
+"""Convolution layers of every rank: parameters, forward, and a cached backward.
 
 In the style of the classic hand-written ``Convolution`` layer: ``forward``
 keeps what ``backward`` needs, ``backward`` returns the input gradient and
@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from . import _args
+from . import _args, _rank
 from ._execute import quiet_fp
 from ._plan import backward_plan
 from .algorithms import im2col_gemm
@@ -36,7 +36,7 @@ from .backward import grad_bias, grad_input, grad_weight
 from .conv import conv2d
 from .transpose import transpose_backward, transpose_forward, transpose_problem
 
-__all__ = ["Conv2d", "ConvTranspose2d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
 
 def _positive_int(value, name: str) -> int:
@@ -60,6 +60,8 @@ class _Layer:
     grad_weight: np.ndarray | None
     grad_bias: np.ndarray | None
 
+    rank = 2  # spatial axes
+
     def __init__(self, in_channels, out_channels, kernel_size, groups, bias, layout, dtype):
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
@@ -69,8 +71,9 @@ class _Layer:
             if value % self.groups:
                 raise ValueError(f"groups: {name} {value} are not divisible by "
                                  f"groups={self.groups}")
-        self.kernel_size = _args.int_pair(kernel_size, "kernel_size", 1)
-        self.layout = _args.layout_of(layout).name
+        self.kernel_size = _args.int_tuple(kernel_size, "kernel_size", self.rank, 1)
+        self.layout = (_args.layout_of(layout) if self.rank == 2 else
+                       _args.rank_layout_of(layout, self.rank)).name
         self.dtype = _args.dtype_of(dtype)
         if not isinstance(bias, bool | np.bool_):
             raise TypeError(f"bias: expected True or False, got {_args.shown(bias)}")
@@ -125,10 +128,14 @@ class _Layer:
             pairs.append((self.bias, self.grad_bias))
         return pairs
 
+    @property
+    def _rank_layout(self) -> _args.RankLayout:
+        return _args.RANK_LAYOUTS[self.layout]
+
     def _input(self, x, name="x"):
-        layout = _args.layout_of(self.layout)
         x = _args.as_float_array(x, name)
-        _args.ensure_ndim(x, name, (3, 4), f"{layout.x_desc()} or unbatched")
+        _args.ensure_ndim(x, name, (self.rank + 1, self.rank + 2),
+                          f"{self._rank_layout.x_desc()} or unbatched")
         return x
 
     def _cached(self):
@@ -270,7 +277,164 @@ class Conv2d(_Layer):
                 f"dtype={self.dtype.name})")
 
 
-class ConvTranspose2d(_Layer):
+class _ConvNd(_Layer):
+    """Conv1d and Conv3d: the layer of :func:`numbaconv.conv1d` / :func:`numbaconv.conv3d`."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", *, layout=None,
+                 dtype=np.float32, rng=None):
+        layout = self._default_layout if layout is None else layout
+        super().__init__(in_channels, out_channels, kernel_size, groups, bias, layout, dtype)
+        self.stride = _args.int_tuple(stride, "stride", self.rank, 1)
+        self.dilation = _args.int_tuple(dilation, "dilation", self.rank, 1)
+        ones = (1,) * self.rank
+        _args.resolve_padding(padding, ones, self.kernel_size, self.stride, self.dilation)
+        self.padding = padding
+        self.padding_mode = _args.padding_mode_of(padding_mode)
+        cg = self.in_channels // self.groups
+        w_shape = self._rank_layout.w_shape(self.out_channels, cg, self.kernel_size)
+        self._init_parameters(w_shape, cg * math.prod(self.kernel_size), bias, rng)
+
+    @quiet_fp
+    def forward(self, x) -> np.ndarray:
+        """y = conv(x, weight, bias); keeps x for backward unless in eval mode."""
+        layout = self._rank_layout
+        x = self._input(x)
+        unbatched = x.ndim == self.rank + 1
+        xb = x[None] if unbatched else x
+        g = _args.nd_geometry(xb.shape, self.weight.shape, layout, self.stride, self.padding,
+                              self.dilation, self.groups, self.padding_mode)
+        dtype = _args.result_dtype(x, self.weight, self.bias)
+        xb = _args.contiguous(xb, dtype)
+        low = _rank.lower(g, layout)
+        bias = None if self.bias is None else self.bias.astype(dtype)
+        y = _rank.forward(low, xb, _args.contiguous(self.weight, dtype), bias, dtype)
+        if not self.training:
+            return self._inference(y[0] if unbatched else y)
+        self._cache = (low, dtype, xb, unbatched)
+        self._eval_forward = False
+        return y[0] if unbatched else y
+
+    @quiet_fp
+    def backward(self, grad_out) -> np.ndarray:
+        """grad_x of the last forward; stores ``grad_weight`` and ``grad_bias``."""
+        low, dtype, x, unbatched = self._cached()
+        grad_out = self._grad_out(grad_out, low.y_shape()[unbatched:])
+        gout = _args.contiguous(grad_out[None] if unbatched else grad_out, dtype)
+        gw = _rank.grad_weight(low, dtype, x, gout)
+        gb = _rank.grad_bias(low.layout, gout) if self.bias is not None else None
+        self._store(gw, gb)
+        gx = _rank.grad_input(low, dtype, _args.contiguous(self.weight, dtype), gout)
+        return gx[0] if unbatched else gx
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, kernel_size="
+                f"{self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
+                f"dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
+                f"padding_mode={self.padding_mode!r}, layout={self.layout!r}, "
+                f"dtype={self.dtype.name})")
+
+
+class Conv1d(_ConvNd):
+    """A 1-D convolution layer with PyTorch's arguments and initialisation.
+
+    As :class:`Conv2d`, in 1-d: ``layout`` is "NCW" (OIW weight) or "NWC"
+    (WIO weight); sizes and hyper-parameters take one value.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> layer = numbaconv.Conv1d(2, 4, 3, padding="same", rng=0)
+    >>> y = layer(np.ones((1, 2, 10), np.float32))
+    >>> y.shape, layer.weight.shape, layer.backward(np.ones_like(y)).shape
+    ((1, 4, 10), (4, 2, 3), (1, 2, 10))
+    """
+
+    rank = 1
+    _default_layout = "NCW"
+
+
+class Conv3d(_ConvNd):
+    """A 3-D convolution layer with PyTorch's arguments and initialisation.
+
+    As :class:`Conv2d`, in 3-d: ``layout`` is "NCDHW" (OIDHW weight) or
+    "NDHWC" (DHWIO weight); sizes and hyper-parameters take one value or
+    three.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> layer = numbaconv.Conv3d(2, 4, 3, stride=(1, 2, 2), padding=1, rng=0)
+    >>> y = layer(np.ones((1, 2, 4, 8, 8), np.float32))
+    >>> y.shape, layer.weight.shape, layer.backward(np.ones_like(y)).shape
+    ((1, 4, 4, 4, 4), (4, 2, 3, 3, 3), (1, 2, 4, 8, 8))
+    """
+
+    rank = 3
+    _default_layout = "NCDHW"
+
+
+class _ConvTranspose(_Layer):
+    """ConvTranspose1d/2d/3d: the layer of the transposed convolution of each rank."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros", *,
+                 layout=None, dtype=np.float32, rng=None):
+        layout = self._default_layout if layout is None else layout
+        super().__init__(in_channels, out_channels, kernel_size, groups, bias, layout, dtype)
+        if _args.padding_mode_of(padding_mode) != "zeros":
+            raise ValueError(f"padding_mode: {type(self).__name__} supports only 'zeros', got "
+                             f"{padding_mode!r}")
+        self.stride = _args.int_tuple(stride, "stride", self.rank, 1)
+        self.dilation = _args.int_tuple(dilation, "dilation", self.rank, 1)
+        self.padding = padding
+        self.output_padding = output_padding
+        self.padding_mode = padding_mode
+        # Validate the hyper-parameters now, on a 1x1 input.
+        lay = self._rank_layout
+        og = self.out_channels // self.groups
+        w_shape = lay.w_shape(self.in_channels, og, self.kernel_size)
+        transpose_problem(lay.x_shape(1, self.in_channels, (1,) * self.rank), w_shape, lay,
+                          self.stride, padding, output_padding, self.groups, self.dilation, None)
+        self._init_parameters(w_shape, og * math.prod(self.kernel_size), bias, rng)
+
+    def forward(self, x, output_size=None) -> np.ndarray:
+        """y = conv_transpose(x, weight, bias); keeps x for backward unless in eval mode."""
+        layout = self._rank_layout
+        x = self._input(x)
+        unbatched = x.ndim == self.rank + 1
+        x4 = x[None] if unbatched else x
+        out_pad = 0 if output_size is not None else self.output_padding
+        prob = transpose_problem(x4.shape, self.weight.shape, layout, self.stride,
+                                 self.padding, out_pad, self.groups, self.dilation,
+                                 output_size, x.ndim)
+        dtype = _args.result_dtype(x, self.weight, self.bias)
+        y = transpose_forward(prob, x4, self.weight, self.bias, dtype)
+        if not self.training:
+            return self._inference(y[0] if unbatched else y)
+        self._cache = (prob, dtype, _args.contiguous(x4, dtype), unbatched)
+        self._eval_forward = False
+        return y[0] if unbatched else y
+
+    def backward(self, grad_out) -> np.ndarray:
+        """grad_x of the last forward; stores ``grad_weight`` and ``grad_bias``."""
+        prob, dtype, x, unbatched = self._cached()
+        grad_out = self._grad_out(grad_out, prob.out_shape()[unbatched:])
+        gout = grad_out[None] if unbatched else grad_out
+        gx, gw, gb = transpose_backward(prob, gout, x, _args.contiguous(self.weight, dtype),
+                                        dtype, (True, True, self.bias is not None))
+        self._store(gw, gb)
+        return gx[0] if unbatched else gx
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, kernel_size="
+                f"{self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
+                f"output_padding={self.output_padding!r}, groups={self.groups}, "
+                f"bias={self.bias is not None}, dilation={self.dilation}, "
+                f"layout={self.layout!r}, dtype={self.dtype.name})")
+
+
+class ConvTranspose2d(_ConvTranspose):
     """A 2-D transposed convolution layer with PyTorch's arguments and initialisation.
 
     Parameters
@@ -310,58 +474,41 @@ class ConvTranspose2d(_Layer):
     (1, 2, 9, 9)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros", *,
-                 layout="NCHW", dtype=np.float32, rng=None):
-        super().__init__(in_channels, out_channels, kernel_size, groups, bias, layout, dtype)
-        if _args.padding_mode_of(padding_mode) != "zeros":
-            raise ValueError(f"padding_mode: ConvTranspose2d supports only 'zeros', got "
-                             f"{padding_mode!r}")
-        kh, kw = self.kernel_size
-        self.stride = _args.int_pair(stride, "stride", 1)
-        self.dilation = _args.int_pair(dilation, "dilation", 1)
-        self.padding = padding
-        self.output_padding = output_padding
-        self.padding_mode = padding_mode
-        # Validate the hyper-parameters now, on a 1x1 input.
-        lay = _args.layout_of(self.layout)
-        og = self.out_channels // self.groups
-        w_shape = lay.w_shape(self.in_channels, og, kh, kw)
-        transpose_problem(lay.x_shape(1, self.in_channels, 1, 1), w_shape, lay, self.stride,
-                          padding, output_padding, self.groups, self.dilation, None)
-        self._init_parameters(w_shape, og * kh * kw, bias, rng)
+    _default_layout = "NCHW"
 
-    def forward(self, x, output_size=None) -> np.ndarray:
-        """y = conv_transpose2d(x, weight, bias); keeps x for backward unless in eval mode."""
-        layout = _args.layout_of(self.layout)
-        x = self._input(x)
-        unbatched = x.ndim == 3
-        x4 = x[None] if unbatched else x
-        out_pad = 0 if output_size is not None else self.output_padding
-        prob = transpose_problem(x4.shape, self.weight.shape, layout, self.stride,
-                                 self.padding, out_pad, self.groups, self.dilation,
-                                 output_size, x.ndim)
-        dtype = _args.result_dtype(x, self.weight, self.bias)
-        y = transpose_forward(prob, x4, self.weight, self.bias, dtype)
-        if not self.training:
-            return self._inference(y[0] if unbatched else y)
-        self._cache = (prob, dtype, _args.contiguous(x4, dtype), unbatched)
-        self._eval_forward = False
-        return y[0] if unbatched else y
 
-    def backward(self, grad_out) -> np.ndarray:
-        """grad_x of the last forward; stores ``grad_weight`` and ``grad_bias``."""
-        prob, dtype, x, unbatched = self._cached()
-        grad_out = self._grad_out(grad_out, prob.out_shape()[unbatched:])
-        gout = grad_out[None] if unbatched else grad_out
-        gx, gw, gb = transpose_backward(prob, gout, x, _args.contiguous(self.weight, dtype),
-                                        dtype, (True, True, self.bias is not None))
-        self._store(gw, gb)
-        return gx[0] if unbatched else gx
+class ConvTranspose1d(_ConvTranspose):
+    """A 1-D transposed convolution layer: :class:`ConvTranspose2d` in 1-d.
 
-    def __repr__(self) -> str:
-        return (f"ConvTranspose2d({self.in_channels}, {self.out_channels}, kernel_size="
-                f"{self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
-                f"output_padding={self.output_padding!r}, groups={self.groups}, "
-                f"bias={self.bias is not None}, dilation={self.dilation}, "
-                f"layout={self.layout!r}, dtype={self.dtype.name})")
+    ``layout`` is "NCW" (weight ``(C_in, O/groups, K)``) or "NWC" (``(K,
+    O/groups, C_in)``).
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> up = numbaconv.ConvTranspose1d(4, 2, 4, stride=2, padding=1, rng=0)
+    >>> up(np.ones((1, 4, 8), np.float32)).shape
+    (1, 2, 16)
+    """
+
+    rank = 1
+    _default_layout = "NCW"
+
+
+class ConvTranspose3d(_ConvTranspose):
+    """A 3-D transposed convolution layer: :class:`ConvTranspose2d` in 3-d.
+
+    ``layout`` is "NCDHW" (weight ``(C_in, O/groups, KD, KH, KW)``) or
+    "NDHWC" (``(KD, KH, KW, O/groups, C_in)``).
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> up = numbaconv.ConvTranspose3d(4, 2, 2, stride=2, rng=0)
+    >>> y = up(np.ones((1, 4, 2, 3, 3), np.float32))
+    >>> y.shape, up.backward(np.ones_like(y)).shape
+    ((1, 2, 4, 6, 6), (1, 4, 2, 3, 3))
+    """
+
+    rank = 3
+    _default_layout = "NCDHW"

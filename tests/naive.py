@@ -109,3 +109,104 @@ def col2im_ref(cols, h, w, kh, kw, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1
                     if 0 <= hh < h and 0 <= ww < w:
                         x[:, ci, hh, ww] += cols[:, row, ell]
     return x
+
+
+# --------------------------------------------------------------------------
+# Any rank: (N, C, *S) / (O, I, *K), pads as (low, high) per axis, flat
+# --------------------------------------------------------------------------
+def _tap_windows(x, kernel, stride, dilation, pads, mode):
+    """Yield (tap, window) with window[n, c, *out] = padded x at kernel tap ``tap``."""
+    import itertools
+
+    rank = len(kernel)
+    xp = np.pad(np.asarray(x, np.float64),
+                [(0, 0), (0, 0)] + [(pads[2 * i], pads[2 * i + 1]) for i in range(rank)],
+                mode=NP_PAD_MODE[mode])
+    out = [(xp.shape[2 + i] - (kernel[i] - 1) * dilation[i] - 1) // stride[i] + 1
+           for i in range(rank)]
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        index = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                      for t, d, o, s in zip(tap, dilation, out, stride, strict=True))
+        yield tap, xp[(slice(None), slice(None)) + index]
+
+
+def convnd_ref(x, w, bias=None, stride=None, pads=None, dilation=None, groups=1, mode="zeros"):
+    """out[n, o, *p] = sum over group c and taps t of xpad[n, c, p*s + t*d] * w[o, c, *t]."""
+    w = np.asarray(w, np.float64)
+    rank = w.ndim - 2
+    stride = stride or (1,) * rank
+    dilation = dilation or (1,) * rank
+    pads = pads or (0,) * (2 * rank)
+    o_n, cg = w.shape[:2]
+    og = o_n // groups
+    out = None
+    for tap, win in _tap_windows(x, w.shape[2:], stride, dilation, pads, mode):
+        wt = w[(slice(None), slice(None)) + tap]
+        term = np.concatenate(
+            [np.einsum("nc...,oc->no...", win[:, g * cg:(g + 1) * cg], wt[g * og:(g + 1) * og])
+             for g in range(groups)], axis=1)
+        out = term if out is None else out + term
+    if bias is not None:
+        out = out + np.asarray(bias, np.float64).reshape((1, -1) + (1,) * rank)
+    return out
+
+
+def convnd_grad_weight_ref(x, w_shape, gout, stride, pads, dilation, groups=1, mode="zeros"):
+    """d(sum(gout * conv(x, w))) / dw, tap by tap."""
+    gout = np.asarray(gout, np.float64)
+    o_n, cg = w_shape[:2]
+    og = o_n // groups
+    gw = np.zeros(w_shape)
+    for tap, win in _tap_windows(x, w_shape[2:], stride, dilation, pads, mode):
+        for g in range(groups):
+            spatial = int(np.prod(gout.shape[2:]))
+            go = gout[:, g * og:(g + 1) * og].reshape(gout.shape[0], og, spatial)
+            xw = win[:, g * cg:(g + 1) * cg].reshape(win.shape[0], cg, spatial)
+            gw[(slice(g * og, (g + 1) * og), slice(None)) + tap] = np.einsum("nop,ncp->oc",
+                                                                             go, xw)
+    return gw
+
+
+def conv_transpose_nd_ref(x, w, stride, pads, output_padding, dilation, groups=1):
+    """The transposed convolution by its definition: every x[n, c, i] * w[c, o, t] added
+    at output i*s + t*d - pad_low; output_padding extends the high end."""
+    import itertools
+
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    rank = w.ndim - 2
+    n, c_in, sizes = x.shape[0], x.shape[1], x.shape[2:]
+    og = w.shape[1]
+    cg = c_in // groups
+    full = [(sizes[i] - 1) * stride[i] + dilation[i] * (w.shape[2 + i] - 1) + 1
+            + output_padding[i] for i in range(rank)]
+    buf = np.zeros((n, og * groups, *full))
+    for tap in itertools.product(*(range(k) for k in w.shape[2:])):
+        index = tuple(slice(t * d, t * d + (size - 1) * s + 1, s)
+                      for t, d, size, s in zip(tap, dilation, sizes, stride, strict=True))
+        for g in range(groups):
+            contrib = np.einsum("nc...,co->no...", x[:, g * cg:(g + 1) * cg],
+                                w[(slice(g * cg, (g + 1) * cg), slice(None)) + tap])
+            buf[(slice(None), slice(g * og, (g + 1) * og)) + index] += contrib
+    crop = tuple(slice(pads[2 * i], full[i] - pads[2 * i + 1]) for i in range(rank))
+    return buf[(slice(None), slice(None)) + crop]
+
+
+def to_last(x):
+    """(N, C, *S) -> (N, *S, C)."""
+    return np.moveaxis(x, 1, -1)
+
+
+def from_last(y):
+    return np.moveaxis(y, -1, 1)
+
+
+def weight_to_last(w):
+    """(O, I, *K) -> (*K, I, O)."""
+    return np.transpose(w, tuple(range(2, w.ndim)) + (1, 0))
+
+
+def weight_from_last(w):
+    """(*K, I, O) -> (O, I, *K)."""
+    r = w.ndim - 2
+    return np.transpose(w, (r + 1, r) + tuple(range(r)))

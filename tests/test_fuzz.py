@@ -39,6 +39,9 @@ B = RNG.standard_normal(6).astype(np.float32)
 G = RNG.standard_normal((2, 6, 8, 8)).astype(np.float32)
 XT = RNG.standard_normal((2, 6, 5, 5)).astype(np.float32)
 COLS = numbaconv.im2col(X, 3, padding=1)
+X1, W1 = X[:, :, 0], W[:, :, 0]  # 1-d: (N, C, W), (O, I, K)
+X3 = RNG.standard_normal((2, 4, 3, 5, 5)).astype(np.float32)
+W3 = RNG.standard_normal((6, 4, 2, 3, 3)).astype(np.float32)
 
 
 class _Odd:
@@ -110,6 +113,38 @@ CALLS = {
         dtype=np.float32, rng=0)),
     "Conv2d.forward": (lambda x: numbaconv.Conv2d(4, 6, 3, padding=1, rng=0).forward(x),
                        dict(x=X)),
+    "conv1d": (numbaconv.conv1d, dict(x=X1, weight=W1, bias=B, stride=2, padding="same",
+                                      dilation=1, groups=1, layout="NCW",
+                                      padding_mode="reflect")),
+    "conv3d": (numbaconv.conv3d, dict(x=X3, weight=W3, bias=B, stride=(1, 2, 1), padding=1,
+                                      dilation=1, groups=1, layout="NCDHW",
+                                      padding_mode="circular")),
+    "conv1d_backward": (numbaconv.conv1d_backward, dict(
+        grad_out=G[:, :, 0], x=X1, weight=W1, stride=1, padding=1, dilation=1, groups=1,
+        layout="NCW", padding_mode="zeros", needs=(True, True, True))),
+    "conv3d_backward": (numbaconv.conv3d_backward, dict(
+        grad_out=numbaconv.conv3d(X3, W3, padding=1), x=X3, weight=W3, stride=1, padding=1,
+        dilation=1, groups=1, layout="NCDHW", padding_mode="zeros", needs=(True, True, True))),
+    "conv_transpose1d": (numbaconv.conv_transpose1d, dict(
+        x=XT[:, :4, 0], weight=W1[:4].copy(), bias=B, stride=2, padding=1, output_padding=1,
+        groups=1, dilation=1, layout="NCW", output_size=None)),
+    "conv_transpose3d": (numbaconv.conv_transpose3d, dict(
+        x=X3, weight=W3[:4].copy(), bias=B, stride=2, padding="same", output_padding=0,
+        groups=1, dilation=1, layout="NCDHW", output_size=None)),
+    "Conv1d": (lambda **kw: numbaconv.Conv1d(**kw).forward(X1), dict(
+        in_channels=4, out_channels=6, kernel_size=3, stride=1, padding=1, dilation=1, groups=1,
+        bias=True, padding_mode="zeros", layout="NCW", dtype=np.float32, rng=0)),
+    "Conv3d": (lambda **kw: numbaconv.Conv3d(**kw).forward(X3), dict(
+        in_channels=4, out_channels=6, kernel_size=3, stride=1, padding=1, dilation=1, groups=1,
+        bias=True, padding_mode="zeros", layout="NCDHW", dtype=np.float32, rng=0)),
+    "ConvTranspose1d": (lambda **kw: numbaconv.ConvTranspose1d(**kw).forward(X1), dict(
+        in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, output_padding=0,
+        groups=1, bias=True, dilation=1, padding_mode="zeros", layout="NCW",
+        dtype=np.float32, rng=0)),
+    "ConvTranspose3d": (lambda **kw: numbaconv.ConvTranspose3d(**kw).forward(X3), dict(
+        in_channels=4, out_channels=6, kernel_size=2, stride=2, padding=0, output_padding=0,
+        groups=1, bias=True, dilation=1, padding_mode="zeros", layout="NCDHW",
+        dtype=np.float32, rng=0)),
     "threads": (lambda n: _in_threads(n), dict(n=1)),
     "set_num_threads": (lambda n: _set_and_restore(n), dict(n=1)),
 }
@@ -132,7 +167,7 @@ def names_of(function: str) -> set[str]:
     """The argument names an error of this call may begin with."""
     call, base = CALLS[function]
     names = set(base)
-    if function.startswith(("Conv2d", "ConvTranspose2d")):
+    if function.startswith(("Conv1d", "Conv2d", "Conv3d", "ConvTranspose")):
         names |= {"weight", "bias", "x", "kernel_size"}
     return names
 

@@ -238,7 +238,7 @@ BAD = [
      ["output_size", "(1, 2, 7)"]),
     ("output_size-vs-padding", lambda: tconv(stride=2, output_padding=1, output_size=(11, 11)),
      ValueError, ["output_padding", "(0, 0)", "(1, 1)"]),
-    ("padding-string", lambda: tconv(padding="same"), ValueError, ["padding", "'same'"]),
+    ("padding-string", lambda: tconv(padding="full"), ValueError, ["padding", "'full'"]),
     ("padding-negative", lambda: tconv(padding=-1), ValueError, ["padding", ">= 0"]),
     ("output-empty", lambda: tconv(padding=4), ValueError, ["x", "output would be -1x-1"]),
     ("channels", lambda: tconv(weight=np.zeros((3, 3, 3, 3))), ValueError,

@@ -16,7 +16,16 @@ from numba import types
 from numba.core.dispatcher import Dispatcher
 
 from .. import _threads, config, machine
-from . import col2im, direct, im2col, indirect_gemm, packed_gemm, packing, pointwise  # noqa: F401
+from . import (  # noqa: F401
+    col2im,
+    direct,
+    fold,
+    im2col,
+    indirect_gemm,
+    packed_gemm,
+    packing,
+    pointwise,
+)
 from ._registry import KERNELS
 from .registers import numba_type
 
