@@ -10,7 +10,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from naive import assert_close, conv2d_ref, to_hwio, to_nhwc
+from naive import assert_close, conv2d_ref, convnd_ref, to_hwio, to_last, to_nhwc, weight_to_last
 
 from numbaconv import bench
 
@@ -49,6 +49,29 @@ def test_peer_matches_reference(peer, layer, layout, dtype):
     assert isinstance(got, np.ndarray) and got.dtype == dtype
     assert_close(got, ref, dtype)
     assert_close(call(), ref, dtype)  # a second (timed-style) call gives the same
+
+
+ND_PROBLEMS = [
+    bench.Layer("1d", 4, 1, 13, 6, 3, 2, 1, dilation=2, groups=2, rank=1),
+    bench.Layer("3d", 4, 6, 5, 6, 3, 2, 1, d=4, groups=2, rank=3),
+]
+
+
+@pytest.mark.parametrize("peer", PEER_PARAMS)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("layer", ND_PROBLEMS, ids=lambda layer: layer.name)
+def test_peer_matches_reference_in_1d_and_3d(peer, layer, layout):
+    x, w = bench._rng_arrays(layer, 2, "NCHW", np.float32)
+    r, p, s, d = layer.rank, layer.padding, layer.stride, layer.dilation
+    ref = convnd_ref(x, w, None, (s,) * r, (p,) * (2 * r), (d,) * r, layer.groups)
+    if layout == "NHWC":
+        x, w, ref = to_last(x), weight_to_last(w), to_last(ref)
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    try:
+        call = bench.PEERS[peer](layer, x, w, layout)
+    except bench.PeerUnsupported as err:
+        pytest.skip(str(err))
+    assert_close(call(), ref, np.float32)
 
 
 @pytest.mark.skipif(not bench.PEERS["onnxruntime"].installed(),

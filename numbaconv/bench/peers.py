@@ -90,31 +90,43 @@ def _peer_threads(threads: int | None) -> int:
 
 def _numpy_peer(layer: Layer, x, w, layout: str, threads: int | None = None):
     # BLAS threads are set around the whole row (threadpoolctl), not here.
+    if layer.rank != 2:
+        raise PeerUnsupported("numpy: the plain-NumPy baseline is 2-d only")
     kw = layer.conv_kwargs()
     return lambda: numpy_conv2d(x, w, layout=layout, **kw)
 
 
 def _torch_peer(layer: Layer, x, w, layout: str, threads: int | None = None):
-    """torch.nn.functional.conv2d; NHWC runs in channels_last memory format.
+    """torch.nn.functional.conv1d/2d/3d; channels-last runs in torch's channels_last format.
 
-    Uses the row's thread count (``torch.set_num_threads``).
+    2-d and 3-d channels-last inputs are torch's ``channels_last`` /
+    ``channels_last_3d`` memory formats (the NHWC buffer seen as NCHW);
+    torch has no such format in 1-d, so an NWC input is passed as a
+    permuted (strided) view, which torch copies.  Uses the row's thread
+    count (``torch.set_num_threads``).
     """
     import torch
 
     torch.set_num_threads(_peer_threads(threads))
     kw = layer.conv_kwargs()
-    lay = layout_of(layout)
+    lay = layer.layout(layout)
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
+            3: torch.nn.functional.conv3d}[layer.rank]
+    r = layer.rank
     if not lay.channels_last:
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
-    else:  # channels_last memory format: the NHWC buffer, seen as NCHW
-        xt = torch.from_numpy(x).permute(*lay.x_axes)
-        wt = torch.from_numpy(np.ascontiguousarray(w.transpose(lay.w_axes))).contiguous(
-            memory_format=torch.channels_last)
+    else:  # the channels-last buffer, seen as channels first
+        xt = torch.from_numpy(x).movedim(-1, 1)
+        wt = torch.from_numpy(np.ascontiguousarray(
+            w.transpose((r + 1, r) + tuple(range(r)))))
+        if r > 1:
+            fmt = torch.channels_last if r == 2 else torch.channels_last_3d
+            wt = wt.contiguous(memory_format=fmt)
 
     def call():
         with torch.no_grad():
-            y = torch.nn.functional.conv2d(xt, wt, **kw)
-        return y.numpy() if not lay.channels_last else y.permute(*lay.from_nchw).numpy()
+            y = conv(xt, wt, **kw)
+        return y.numpy() if not lay.channels_last else y.movedim(1, -1).numpy()
 
     return call
 
@@ -148,15 +160,16 @@ def _onnxruntime_peer(layer: Layer, x, w, layout: str, threads: int | None = Non
 
     if x.dtype != np.float32:
         raise PeerUnsupported(f"onnxruntime: Conv has no CPU kernel for {x.dtype}")
-    lay = layout_of(layout)
-    w = w.transpose(lay.w_axes)  # OIHW (a view; for NCHW, w itself)
+    lay, r = layer.layout(layout), layer.rank
+    if lay.channels_last:  # to (O, I, *K): a view
+        w = w.transpose((r + 1, r) + tuple(range(r)))
     k, s, p, d = layer.kernel, layer.stride, layer.padding, layer.dilation
-    n, c, h, wd = lay.x_dims(x.shape)
-    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[k, k], strides=[s, s],
-                            pads=[p, p, p, p], dilations=[d, d], group=layer.groups)
+    n, c, sizes = lay.x_dims(x.shape)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[k] * r, strides=[s] * r,
+                            pads=[p] * (2 * r), dilations=[d] * r, group=layer.groups)
     graph = helper.make_graph(
         [node], "conv",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, c, h, wd])],
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, c, *sizes])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
         initializer=[numpy_helper.from_array(np.ascontiguousarray(w), "w")])
     # Opset 13 with the IR version it came with, so that older runtimes load it too.
@@ -173,8 +186,8 @@ def _onnxruntime_peer(layer: Layer, x, w, layout: str, threads: int | None = Non
         return lambda: session.run(None, {"x": x})[0]
 
     def call():
-        y = session.run(None, {"x": np.ascontiguousarray(x.transpose(lay.x_axes))})[0]
-        return np.ascontiguousarray(y.transpose(lay.from_nchw))
+        y = session.run(None, {"x": np.ascontiguousarray(np.moveaxis(x, -1, 1))})[0]
+        return np.ascontiguousarray(np.moveaxis(y, 1, -1))
 
     return call
 
@@ -192,11 +205,11 @@ def _jax_peer(layer: Layer, x, w, layout: str, threads: int | None = None):
     """
     import jax
 
-    s, p, d = layer.stride, layer.padding, layer.dilation
-    lay = layout_of(layout)
+    s, p, d, r = layer.stride, layer.padding, layer.dilation, layer.rank
+    lay = layer.layout(layout)
     dims = (lay.name, lay.weight_name, lay.name)
     fn = jax.jit(lambda a, b: jax.lax.conv_general_dilated(
-        a, b, window_strides=(s, s), padding=[(p, p), (p, p)], rhs_dilation=(d, d),
+        a, b, window_strides=(s,) * r, padding=[(p, p)] * r, rhs_dilation=(d,) * r,
         dimension_numbers=dims, feature_group_count=layer.groups))
     x64 = x.dtype == np.float64
     enable_x64 = getattr(jax, "enable_x64", None)

@@ -14,7 +14,11 @@ from .. import _args
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-    """One convolution layer of a suite: square kernel, symmetric padding.
+    """One convolution layer of a suite: square (or cubic) kernel, symmetric padding.
+
+    ``rank`` is the number of spatial axes: 2 (H x W), 1 (W only; ``h`` is
+    1) or 3 (``d`` x H x W).  ``kernel``, ``stride``, ``padding`` and
+    ``dilation`` apply to every spatial axis.
 
     Examples
     --------
@@ -26,6 +30,8 @@ class Layer:
     'N8 C3 224x224 -> O64 k7 s2 p3'
     >>> stem.label()
     '3→64 7x7/2'
+    >>> Layer("r3d", 64, 56, 56, 64, 3, padding=1, d=16, rank=3).shapes(1, "NHWC")
+    ((1, 16, 56, 56, 64), (3, 3, 3, 64, 64))
     """
 
     name: str
@@ -38,12 +44,22 @@ class Layer:
     padding: int = 0
     dilation: int = 1
     groups: int = 1
+    d: int = 1  # depth, for rank 3
+    rank: int = 2
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (self.d, self.h, self.w)[3 - self.rank:]
+
+    def layout(self, layout: str) -> _args.RankLayout:
+        """This layer's rank of the layout family ``layout`` ("NCHW": channels first)."""
+        return _args.rank_layout_of(layout, self.rank)
 
     def shapes(self, n: int, layout: str):
-        """(input shape, weight shape) for batch ``n`` in ``layout``."""
-        lay = _args.layout_of(layout)
-        return (lay.x_shape(n, self.c, self.h, self.w),
-                lay.w_shape(self.o, self.c // self.groups, self.kernel, self.kernel))
+        """(input shape, weight shape) for batch ``n`` in ``layout`` (or its rank's sibling)."""
+        lay = self.layout(layout)
+        return (lay.x_shape(n, self.c, self.sizes),
+                lay.w_shape(self.o, self.c // self.groups, (self.kernel,) * self.rank))
 
     def conv_kwargs(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
@@ -53,12 +69,13 @@ class Layer:
         """The row's shape column."""
         extra = f" g{self.groups}" if self.groups > 1 else ""
         extra += f" d{self.dilation}" if self.dilation > 1 else ""
-        return (f"N{n} C{self.c} {self.h}x{self.w} -> O{self.o} k{self.kernel} "
+        return (f"N{n} C{self.c} {'x'.join(map(str, self.sizes))} -> O{self.o} k{self.kernel} "
                 f"s{self.stride} p{self.padding}{extra}")
 
     def label(self) -> str:
         """A short label for plots: channels, kernel and stride."""
-        k = f"{self.kernel}x{self.kernel}" + (f"/{self.stride}" if self.stride > 1 else "")
+        k = "x".join([str(self.kernel)] * self.rank)
+        k += f"/{self.stride}" if self.stride > 1 else ""
         if self.dilation > 1:
             k += f" d{self.dilation}"
         if self.groups == self.c == self.o:
@@ -72,7 +89,7 @@ def _rng_arrays(layer: Layer, n: int, layout: str, dtype):
     rng = np.random.default_rng(0)
     xs, ws = layer.shapes(n, layout)
     x = rng.standard_normal(xs, dtype=np.float64).astype(dtype)
-    fan_in = layer.c // layer.groups * layer.kernel**2
+    fan_in = layer.c // layer.groups * layer.kernel**layer.rank
     w = (rng.standard_normal(ws) / np.sqrt(fan_in)).astype(dtype)
     return x, w
 
@@ -121,8 +138,29 @@ def _mobilenet_v2() -> list[Layer]:
             for i, (c, hw, o, k, s, p, g) in enumerate(distinct, 1)]
 
 
+def _wav2vec2() -> list[Layer]:
+    # wav2vec 2.0's feature extractor on 1 s of 16 kHz audio: 7 conv1d layers,
+    # channels 1 -> 512, kernels 10, 3, 3, 3, 3, 2, 2, strides 5, 2, ..., 2.
+    layers, c, length = [], 1, 16000
+    for i, (k, s) in enumerate([(10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2)], 1):
+        layers.append(Layer(f"wav2vec2.{i:02d}", c, 1, length, 512, k, s, rank=1))
+        c, length = 512, (length - k) // s + 1
+    return layers
+
+
+def _r3d18() -> list[Layer]:
+    # 3-d ResNet-18 (r3d_18) on 16 frames of 112x112: its distinct 3x3x3
+    # convolutions, padding 1, after the (3x7x7) stem's 16x56x56 output.
+    shapes = [(64, 16, 56, 64, 1), (64, 16, 56, 128, 2), (128, 8, 28, 128, 1),
+              (128, 8, 28, 256, 2), (256, 4, 14, 256, 1), (256, 4, 14, 512, 2),
+              (512, 2, 7, 512, 1)]  # (C, D, H=W, O, stride)
+    return [Layer(f"r3d18.{i:02d}", c, hw, hw, o, 3, s, 1, d=d, rank=3)
+            for i, (c, d, hw, o, s) in enumerate(shapes, 1)]
+
+
 SUITES: dict[str, Callable[[], list[Layer]]] = {
     "resnet50": _resnet50, "vgg16": _vgg16, "mobilenet_v2": _mobilenet_v2,
+    "wav2vec2": _wav2vec2, "r3d18": _r3d18,
 }
 
 _JSON_INTS = ("C", "H", "W", "O", "kernel", "stride", "padding", "dilation", "groups")
@@ -144,16 +182,16 @@ def load_suite(name: str) -> list[Layer]:
     Examples
     --------
     >>> from numbaconv.bench import load_suite
-    >>> [len(load_suite(s)) for s in ("resnet50", "vgg16", "mobilenet_v2")]
-    [12, 9, 30]
+    >>> [len(load_suite(s)) for s in ("resnet50", "vgg16", "mobilenet_v2", "wav2vec2", "r3d18")]
+    [12, 9, 30, 7, 7]
     >>> load_suite("mobilenet_v2")[2]
     Layer(name='mobilenet_v2.03', c=32, h=112, w=112, o=16, kernel=1, stride=1, padding=0, \
 dilation=1, groups=1)
     >>> load_suite("alexnet")
     Traceback (most recent call last):
     ...
-    ValueError: --suite: expected one of ['mobilenet_v2', 'resnet50', 'vgg16'] or a JSON file, \
-got 'alexnet'
+    ValueError: --suite: expected one of ['mobilenet_v2', 'r3d18', 'resnet50', 'vgg16', \
+'wav2vec2'] or a JSON file, got 'alexnet'
     """
     from ..conv import explain
 

@@ -134,7 +134,7 @@ def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float,
     ('im2col_gemm', 'ok', True)
     """
     from .. import _threads
-    from ..conv import conv2d_with, explain
+    from ..conv import explain
     from ..packed import pack_weight
 
     layer, n, layout, dtype = cfg["layer"], cfg["batch"], cfg["layout"], cfg["dtype"]
@@ -142,11 +142,11 @@ def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float,
     kw = layer.conv_kwargs()
     with _threads.threads(cfg["threads"]):
         # Packed outside the timing, as a peer's session set-up is.
-        ws = pack_weight(w, layer.groups, layout=layout) if cfg.get("prepack") else w
+        ws = (pack_weight(w, layer.groups, layout=layout)
+              if cfg.get("prepack") and layer.rank == 2 else w)
         plan = explain(x, ws, layout=layout, algorithm=cfg["algorithm"], **kw)
-        ours = measure(lambda: conv2d_with(x, ws, layout=layout, algorithm=cfg["algorithm"],
-                                           **kw), repeat)
-        flops = plan.flops
+        ours = measure(_ours(layer, x, ws, layout, cfg["algorithm"]), repeat)
+        flops = plan.flops if layer.rank == 2 else plan.geometry.flops
         row = {
             "name": layer.name, "shape": layer.describe(n), "batch": n, "layout": layout,
             "dtype": np.dtype(dtype).name, "threads": cfg["threads"],
@@ -156,7 +156,7 @@ def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float,
             "best_ms": ours.best * 1e3, "gflops": flops / ours.median / 1e9,
             "pct_sgemm": 100 * flops / ours.median / 1e9 / sgemm, "check": "ok",
         }
-        gemm, gathers = _parts_alone(plan, x, repeat)
+        gemm, gathers = _parts_alone(plan, x, repeat) if layer.rank == 2 else (None, None)
         row["pct_own_gemm"] = None if gemm is None else 100 * gemm / ours.median
         row["im2col_pct"] = None if gathers is None else 100 * gathers / ours.median
         for peer in compare:
@@ -185,6 +185,17 @@ def bench_one(cfg: dict, compare: Iterable[str], repeat: int, sgemm: float,
     return row
 
 
+def _ours(layer, x, w, layout: str, algorithm: str) -> Callable[[], np.ndarray]:
+    """numbaconv's call for one row: conv2d_with in 2-d, conv1d/conv3d otherwise."""
+    from ..conv import conv2d_with
+    from ..convnd import conv_nd
+
+    kw = layer.conv_kwargs()
+    if layer.rank == 2:
+        return functools.partial(conv2d_with, x, w, layout=layout, algorithm=algorithm, **kw)
+    return functools.partial(conv_nd, layer.rank, x, w, layout=layout, **kw)
+
+
 def network_pass(configs: list[dict], repeat: int) -> Timing:
     """numbaconv on a table's layers back to back, as a network's forward pass runs them.
 
@@ -209,7 +220,6 @@ def network_pass(configs: list[dict], repeat: int) -> Timing:
     [(1, 4, 8, 8), (1, 4, 8, 8)]
     """
     from .. import _threads
-    from ..conv import conv2d_with
     from ..packed import pack_weight
 
     calls = []
@@ -217,9 +227,9 @@ def network_pass(configs: list[dict], repeat: int) -> Timing:
         for cfg in configs:
             layer, layout = cfg["layer"], cfg["layout"]
             x, w = _rng_arrays(layer, cfg["batch"], layout, cfg["dtype"])
-            ws = pack_weight(w, layer.groups, layout=layout) if cfg.get("prepack") else w
-            calls.append(functools.partial(conv2d_with, x, ws, layout=layout,
-                                           algorithm=cfg["algorithm"], **layer.conv_kwargs()))
+            ws = (pack_weight(w, layer.groups, layout=layout)
+              if cfg.get("prepack") and layer.rank == 2 else w)
+            calls.append(_ours(layer, x, ws, layout, cfg["algorithm"]))
         return measure(lambda: [call() for call in calls], repeat)
 
 
@@ -245,6 +255,10 @@ def applicable(configs: list[dict], algorithm: str,
     keep, skipped, reason = [], [], ""
     for cfg in configs:
         layer = cfg["layer"]
+        if layer.rank != 2:  # conv1d and conv3d take no algorithm: theirs is the lowering's
+            skipped.append(layer.name)
+            reason = f"{layer.name} is a {layer.rank}-d layer"
+            continue
         try:
             explain(*layer.shapes(cfg["batch"], cfg["layout"]), layout=cfg["layout"],
                     dtype=cfg["dtype"], algorithm=algorithm, **layer.conv_kwargs())
