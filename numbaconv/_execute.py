@@ -35,23 +35,28 @@ _local = threading.local()
 QUIET_BLAS_FLOPS = 10**9
 
 
-def workspace(nbytes: int, dtype: np.dtype) -> np.ndarray:
-    """This thread's scratch buffer, grown on demand and kept between calls.
+def workspace(nbytes: int, dtype: np.dtype, slot: str = "conv") -> np.ndarray:
+    """This thread's scratch buffer ``slot``, grown on demand and kept between calls.
 
     Reusing it saves the page faults of a fresh multi-MB allocation on every
     call (~1 ms for a 7 MB buffer here).  One buffer per Python thread keeps
     concurrent calls apart; each is at most ``config.max_workspace_bytes``
-    (plus one output row, see ``algorithms._gemm.chunking``).
+    (plus one output row, see ``algorithms._gemm.chunking``).  The 2-d
+    algorithms use slot "conv"; the 3-d depth fold, whose rows a 2-d call
+    then reads, has its own ("fold").
     """
-    buf = getattr(_local, "buf", None)
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None:
+        _local.bufs = bufs = {}
+    buf = bufs.get(slot)
     if buf is None or buf.nbytes < nbytes:
-        _local.buf = buf = None  # free the old one before allocating the new
-        _local.buf = buf = np.empty(nbytes, np.uint8)
+        bufs[slot] = buf = None  # free the old one before allocating the new
+        bufs[slot] = buf = np.empty(nbytes, np.uint8)
     return buf[:nbytes].view(dtype)
 
 
 def release_workspace() -> None:
-    """Free the calling thread's scratch buffer (up to ``config.max_workspace_bytes``).
+    """Free the calling thread's scratch buffers (each up to ``config.max_workspace_bytes``).
 
     conv2d keeps it between calls to save a fresh allocation each time; call
     this when a thread is done convolving but goes on living.
@@ -62,7 +67,7 @@ def release_workspace() -> None:
     >>> _ = numbaconv.conv2d(np.ones((1, 2, 6, 6)), np.ones((3, 2, 3, 3)))
     >>> numbaconv.release_workspace()
     """
-    _local.buf = None
+    _local.bufs = None
 
 
 # --------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _args, config, kernels
 from ._args import NdGeometry, RankLayout
-from ._execute import quiet_fp
+from ._execute import quiet_fp, workspace
 from ._tables import axis_table
 from .backward import grad_input as grad_input2
 from .backward import grad_weight as grad_weight2
@@ -131,7 +131,7 @@ class Lowered:
         if not self.folds:
             return x.reshape(self.x2_shape(self.rows))
         a, b, major = self._ab()
-        out = np.empty(nr * a * self.taps * b, dtype)
+        out = workspace(nr * a * self.taps * b * dtype.itemsize, dtype, "fold")
         kernels.get("fold_depth", "ANY", dtype.name)(
             x.reshape(-1), out, r0, nr, a, b, self.nd.sizes[0], major, self.dtab)
         return out.reshape(self.x2_shape(nr))

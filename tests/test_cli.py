@@ -208,6 +208,20 @@ def test_explain_prints_the_plan(capsys):
     assert "pointwise_gemm" in capsys.readouterr().out
 
 
+def test_explain_takes_1d_and_3d_shapes(capsys):
+    assert main(["explain", "--input", "8,512,3199", "--weight", "512,512,3", "--stride",
+                 "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("conv1d plan:") and "W=1599" in out and "unit height" in out
+    assert main(["explain", "--input", "1,16,28,28,64", "--weight", "3,3,3,64,128",
+                 "--stride", "2,2,2", "--padding", "1", "--layout", "NDHWC"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("conv3d plan:") and "D=8 H=14 W=14" in out and "C*KD = 192" in out
+    assert main(["explain", "--input", "1,3,8,8,8", "--weight", "4,3,3,3,3", "--stride",
+                 "1,2"]) == 2
+    assert "stride" in capsys.readouterr().err
+
+
 def test_info_and_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "numbaconv", "info"], capture_output=True,
                           text=True, timeout=120)

@@ -534,12 +534,14 @@ def test_workspace_is_kept_per_thread_and_can_be_released(rng):
     x = rng.standard_normal((2, 3, 9, 9))
     w = rng.standard_normal((4, 3, 3, 3))
     numbaconv.conv2d(x, w)
-    kept = _execute._local.buf
+    kept = _execute._local.bufs["conv"]
     assert kept is not None and kept.nbytes >= numbaconv.explain(x, w).workspace_bytes
     numbaconv.conv2d(x, w)
-    assert _execute._local.buf is kept  # reused, not reallocated
+    assert _execute._local.bufs["conv"] is kept  # reused, not reallocated
+    numbaconv.conv3d(x[:, :, None], w[:, :, None])  # the depth fold has a slot of its own
+    assert _execute._local.bufs["conv"] is kept and "fold" in _execute._local.bufs
     numbaconv.release_workspace()
-    assert _execute._local.buf is None
+    assert _execute._local.bufs is None
     assert_close(numbaconv.conv2d(x, w), conv2d_ref(x, w), np.float64)
 
 

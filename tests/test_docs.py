@@ -46,6 +46,8 @@ def test_mkdocs_build_strict(site):
     ("api/training", ["conv2d_backward", "conv2d_grad_input", "conv2d_grad_weight",
                       "conv_transpose2d", "Conv2d", "ConvTranspose2d"]),
     ("api/bench", ["bench.load_suite", "bench.plot", "bench.measure", "cli.main"]),
+    ("api/nd", ["conv1d", "conv3d", "conv1d_backward", "conv3d_backward", "conv_transpose1d",
+                "conv_transpose3d", "Conv1d", "Conv3d", "ConvTranspose1d", "ConvTranspose3d"]),
 ])
 def test_api_pages_render_the_docstrings(site, page, names):
     html = (site / page / "index.html").read_text()

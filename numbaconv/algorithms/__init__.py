@@ -21,7 +21,14 @@ from . import indirect_gemm, packed_gemm, direct_depthwise  # noqa: F401
 # isort: on
 from ._base import REGISTRY, Algorithm, Plan, Problem, is_depthwise, is_pointwise, register
 from .direct_depthwise import planes_fit
-from .indirect_gemm import INDIRECT_MIN_FLOPS, few_pixels, fits, small_images, wide_panels
+from .indirect_gemm import (
+    INDIRECT_MIN_FLOPS,
+    few_pixels,
+    fits,
+    many_pixels,
+    small_images,
+    wide_panels,
+)
 
 # 1x1 layers below this much work run on Numba's threads (pointwise_gemm),
 # above it on OpenBLAS's (gemm_1x1): one thread pool across a network of
@@ -53,7 +60,7 @@ def _indirect(p: Problem) -> bool:
     channels_first = not p.layout.channels_last
     one_block = few_pixels(g, dtype, isa) and (channels_first or wide_panels(dtype, isa))
     deep_ok = (p.prepacked or g.cg * g.kh * g.kw <= INDIRECT_MAX_K or one_block
-               or (channels_first and small_images(g, dtype)))
+               or many_pixels(g, dtype, isa) or (channels_first and small_images(g, dtype)))
     return deep_ok and g.flops >= INDIRECT_MIN_FLOPS and fits(g, dtype, p.prepacked, isa)
 
 
@@ -72,7 +79,8 @@ RULES: tuple[Rule, ...] = (
          "1x1 layers: pointwise_gemm below POINTWISE_MAX_FLOPS, else gemm_1x1"),
     Rule("indirect_gemm",
          "K <= INDIRECT_MAX_K (any K with a PackedWeight, or whose pixels make one block in "
-         "NCHW or on a wide tile, or NCHW float32 images of at most 64 pixels), at least "
+         "NCHW or on a wide tile, or at least four blocks, or NCHW float32 images of at most "
+         "64 pixels), at least "
          "INDIRECT_MIN_FLOPS, and one padded image (and the weight panels it packs) fits "
          "the workspace",
          _indirect, "3x3 and other layers: indirect_gemm"),

@@ -146,6 +146,16 @@ def wide_panels(dtype: np.dtype, isa: str | None = None) -> bool:
     return tile_for(dtype, isa).nr * np.dtype(dtype).itemsize >= 128
 
 
+def many_pixels(g: Geometry, dtype: np.dtype, isa: str | None = None) -> bool:
+    """Whether a call's output pixels make at least four blocks of tiles (1536 float32).
+
+    Then the weight panels a deep layer packs are reused over enough pixels
+    (docs/design/decisions.md, "3x3 and other layers: indirect_gemm").
+    """
+    mr = tile_for(dtype, isa).mr
+    return tile_count(g, g.n, mr) * mr * dtype.itemsize >= 4 * ONE_BLOCK_PIXELS * 4
+
+
 def small_images(g: Geometry, dtype: np.dtype) -> bool:
     """Whether each output image has at most 64 pixels (8x8), in float32."""
     return dtype.itemsize == 4 and g.p * g.q <= 64
