@@ -126,12 +126,17 @@ class Lowered:
         for r0 in range(0, self.rows, step):
             yield r0, min(step, self.rows - r0)
 
-    def fold(self, x: np.ndarray, r0: int, nr: int, dtype) -> np.ndarray:
-        """The 2-d input of rows r0..r0+nr: x itself (a view) unless the rank folds."""
+    def fold(self, x: np.ndarray, r0: int, nr: int, dtype, kept: bool = True) -> np.ndarray:
+        """The 2-d input of rows r0..r0+nr: x itself (a view) unless the rank folds.
+
+        ``kept``: into this thread's "fold" workspace (chunks under the bound),
+        else into a new array.
+        """
         if not self.folds:
             return x.reshape(self.x2_shape(self.rows))
         a, b, major = self._ab()
-        out = workspace(nr * a * self.taps * b * dtype.itemsize, dtype, "fold")
+        size = nr * a * self.taps * b
+        out = workspace(size * dtype.itemsize, dtype, "fold") if kept else np.empty(size, dtype)
         kernels.get("fold_depth", "ANY", dtype.name)(
             x.reshape(-1), out, r0, nr, a, b, self.nd.sizes[0], major, self.dtab)
         return out.reshape(self.x2_shape(nr))

@@ -205,8 +205,8 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     if len(x_shape) == 3:
         x_shape = (1, *x_shape)
     if len(x_shape) != 4 or len(w_shape) != 4:
-        raise ValueError(f"x, weight: expected 4-d shapes (x may be 3-d), got {x_shape} and "
-                         f"{w_shape}")
+        raise ValueError(f"x, weight: expected 4-d shapes (x may be 3-d), or a 3-d or 5-d "
+                         f"weight for conv1d or conv3d, got {x_shape} and {w_shape}")
     g = _args.conv_geometry(x_shape, w_shape, layout, stride, padding, dilation, groups,
                             padding_mode)
     b_dtype = None
@@ -235,16 +235,29 @@ def _patch_geometry(x_shape, kernel_size, stride, padding, dilation, layout, pad
                                dilation, 1, padding_mode, names=(x_name, "kernel_size"))
 
 
+def _other_rank(layout) -> bool:
+    """A 1-d or 3-d layout name (NCW, NWC, NCDHW, NDHWC)."""
+    return (isinstance(layout, str) and layout.upper() in _args.RANK_LAYOUTS
+            and _args.RANK_LAYOUTS[layout.upper()].rank != 2)
+
+
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, layout="NCHW",
            padding_mode="zeros"):
     """Gather every receptive field of ``x`` into a column matrix.
+
+    ``layout`` may also be a 1-d or 3-d one ("NCW", "NWC", "NCDHW",
+    "NDHWC"), with ``kernel_size``, ``stride``, ``padding`` and
+    ``dilation`` per axis as in :func:`numbaconv.conv1d` /
+    :func:`numbaconv.conv3d`.
 
     Returns
     -------
     numpy.ndarray
         NCHW: ``(N, C*KH*KW, P*Q)``, rows in ``torch.nn.functional.unfold``
         order (c, kh, kw).  NHWC: ``(N, P*Q, KH*KW*C)``, columns in
-        (kh, kw, c) order.  Unbatched input drops the leading N.
+        (kh, kw, c) order.  Unbatched input drops the leading N.  In 1-d and
+        3-d the same: rows (c, kd, kh, kw) channels first, columns (kd, kh,
+        kw, c) channels last, output positions depth-major.
 
     Examples
     --------
@@ -256,6 +269,11 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, layout="NCHW",
            [3., 4., 6., 7.],
            [4., 5., 7., 8.]])
     """
+    if _other_rank(layout):  # convnd imports this module
+        from .convnd import im2col_nd
+
+        return im2col_nd(x, kernel_size, stride, padding, dilation,
+                         _args.RANK_LAYOUTS[layout.upper()], padding_mode)
     layout = _args.layout_of(layout)
     x = _args.as_float_array(x, "x")
     x, unbatched = _batched(x, "x", layout)
@@ -288,7 +306,8 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, *, l
         NCHW: ``(N, C*KH*KW, L)``; NHWC: ``(N, L, KH*KW*C)``; the leading N
         may be dropped.  ``L`` must equal the number of patches.
     output_size : int or (int, int)
-        The image height and width (H, W).
+        The image height and width (H, W); one size per axis with a 1-d or
+        3-d ``layout`` (see :func:`im2col`).
 
     Returns
     -------
@@ -304,6 +323,11 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, *, l
            [2., 4., 2.],
            [1., 2., 1.]])
     """
+    if _other_rank(layout):
+        from .convnd import col2im_nd
+
+        return col2im_nd(cols, output_size, kernel_size, stride, padding, dilation,
+                         _args.RANK_LAYOUTS[layout.upper()], padding_mode)
     layout = _args.layout_of(layout)
     cols = _args.as_float_array(cols, "cols")
     if cols.ndim not in (2, 3):

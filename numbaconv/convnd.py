@@ -18,7 +18,8 @@ from .packed import PackedWeight
 from .transpose import conv_transpose
 
 __all__ = ["conv1d", "conv1d_backward", "conv3d", "conv3d_backward", "conv_transpose1d",
-           "conv_transpose3d", "conv_nd", "conv_nd_backward", "explain_nd"]
+           "conv_transpose3d", "conv_nd", "conv_nd_backward", "explain_nd", "im2col_nd",
+           "col2im_nd"]
 
 
 def _inputs(rank, x, weight, bias, layout):
@@ -102,6 +103,102 @@ def explain_nd(x_shape, w_shape, bias_shape, stride, padding, dilation, groups, 
     chunk = max((nr for _, nr in low.chunks(np.dtype(dtype).itemsize)), default=0)
     plan = make_plan(low.geometry2(chunk), layout.base, np.dtype(dtype), algorithm)
     return _rank.NdPlan(rank, layout, g, plan, low.rows, chunk)
+
+
+def _patches(layout, x_shape, kernel_size, stride, padding, dilation, padding_mode,
+             x_name="x") -> _rank.Lowered:
+    """The lowering of an im2col/col2im problem: a convolution with one output channel."""
+    kernel = _args.int_tuple(kernel_size, "kernel_size", layout.rank, 1)
+    c = layout.x_dims(x_shape)[1]
+    g = _args.nd_geometry(x_shape, layout.w_shape(1, c, kernel), layout, stride, padding,
+                          dilation, 1, padding_mode, names=(x_name, "kernel_size"))
+    return _rank.lower(g, layout)
+
+
+# The 2-d im2col of NDHWC's folded rows has columns (kh, kw, kd, c); these axes of
+# (N, L, KH, KW, KD, C) put them in (kd, kh, kw, c) order.
+_TAPS_FIRST = (0, 1, 4, 2, 3, 5)
+
+
+def im2col_nd(x, kernel_size, stride, padding, dilation, layout, padding_mode) -> np.ndarray:
+    """im2col of a 1-d or 3-d input (``numbaconv.im2col`` with a rank-1 or rank-3 layout).
+
+    Channels first: ``(N, C*prod(K), L)``, rows in (c, kd, kh, kw) order.
+    Channels last: ``(N, L, prod(K)*C)``, columns in (kd, kh, kw, c) order.
+    ``L`` is the number of output positions, depth-major.
+    """
+    from .conv import im2col
+
+    x = _args.as_float_array(x, "x")
+    unbatched = x.ndim == layout.rank + 1
+    if x.ndim not in (layout.rank + 1, layout.rank + 2):
+        _args.ensure_ndim(x, "x", (layout.rank + 2, layout.rank + 1), layout.x_desc())
+    xb = x[None] if unbatched else x
+    low = _patches(layout, xb.shape, kernel_size, stride, padding, dilation, padding_mode)
+    dtype = _args.native(x.dtype)
+    g, kw = low.nd, low.conv_kwargs()
+    kw.pop("groups")
+    two_d = im2col(low.fold(_args.contiguous(xb, dtype), 0, low.rows, dtype, kept=False),
+                   low._plane()[1], **kw)  # (rows, R, PQ) or (rows, PQ, R)
+    length, rows = int(np.prod(g.out)), g.c * int(np.prod(g.kernel))
+    if not low.folds:
+        cols = two_d
+    elif layout.channels_last:
+        kd, kh, kwd = g.kernel
+        cols = two_d.reshape(g.n, length, kh, kwd, kd, g.c).transpose(_TAPS_FIRST)
+        cols = np.ascontiguousarray(cols).reshape(g.n, length, rows)
+    else:
+        cols = two_d.reshape(g.n, g.out[0], rows, length // g.out[0]).transpose(0, 2, 1, 3)
+        cols = np.ascontiguousarray(cols).reshape(g.n, rows, length)
+    return cols[0] if unbatched else cols
+
+
+def col2im_nd(cols, output_size, kernel_size, stride, padding, dilation, layout,
+              padding_mode) -> np.ndarray:
+    """col2im of 1-d or 3-d columns: the adjoint of :func:`im2col_nd`."""
+    from .conv import col2im
+
+    cols = _args.as_float_array(cols, "cols")
+    if cols.ndim not in (2, 3):
+        raise ValueError(f"cols: expected a 3-d array (N, rows, L) or 2-d unbatched, got shape "
+                         f"{cols.shape}")
+    unbatched = cols.ndim == 2
+    cb = cols[None] if unbatched else cols
+    sizes = _args.int_tuple(output_size, "output_size", layout.rank, 1)
+    kernel = _args.int_tuple(kernel_size, "kernel_size", layout.rank, 1)
+    rows_axis, length_axis = (2, 1) if layout.channels_last else (1, 2)
+    taps = int(np.prod(kernel))
+    if cb.shape[rows_axis] % taps:
+        raise ValueError(f"cols: expected axis {rows_axis} to be a multiple of the "
+                         f"{taps} kernel taps, got shape {cols.shape}")
+    n, c = cb.shape[0], cb.shape[rows_axis] // taps
+    low = _patches(layout, layout.x_shape(n, c, sizes), kernel, stride, padding, dilation,
+                   padding_mode, x_name="output_size")
+    g = low.nd
+    length = int(np.prod(g.out))
+    if cb.shape[length_axis] != length:
+        raise ValueError(f"cols: expected {length} patches ({'x'.join(map(str, g.out))}) on "
+                         f"axis {length_axis} for output_size {sizes}, got shape {cols.shape}")
+    dtype = _args.native(cols.dtype)
+    cb = _args.contiguous(cb, dtype)
+    kw = low.conv_kwargs()
+    kw.pop("groups")
+    hw = low._plane()[0]
+    if not low.folds:
+        x = col2im(cb, hw, low._plane()[1], **kw).reshape(low.x_shape())
+        return x[0] if unbatched else x
+    kd, kh, kwd = g.kernel
+    plane, rows = length // g.out[0], c * taps
+    if layout.channels_last:  # to (rows, PQ, (kh, kw, kd, c))
+        two_d = cb.reshape(n, length, kd, kh, kwd, c).transpose(0, 1, 3, 4, 2, 5)
+        two_d = two_d.reshape(low.rows, plane, rows)
+    else:  # to (rows, (c, kd, kh, kw), PQ)
+        two_d = cb.reshape(n, rows, g.out[0], plane).transpose(0, 2, 1, 3)
+        two_d = two_d.reshape(low.rows, rows, plane)
+    x2 = col2im(np.ascontiguousarray(two_d), hw, (kh, kwd), **kw)
+    x = np.zeros(low.x_shape(), dtype)
+    low.unfold_into(x, x2, 0, low.rows)
+    return x[0] if unbatched else x
 
 
 # --------------------------------------------------------------------------

@@ -308,3 +308,37 @@ def test_against_torch(rank):
                     **kw).numpy()
         got = CONV[rank](x, w, padding=1, groups=2, padding_mode=mode, **kw)
         assert_close(got, want, np.float32)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+@pytest.mark.parametrize("last", [False, True], ids=["channels_first", "channels_last"])
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_im2col_and_col2im_in_every_rank(rank, last, data):
+    """Columns against the reference's taps; col2im by the adjoint identity."""
+    from naive import _tap_windows
+
+    p = data.draw(nd_problems(rank, max_size=6))
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((p["n"], p["c"], *p["sizes"]))
+    taps = list(_tap_windows(x, p["kernel"], p["stride"], p["dilation"], p["pads"], p["mode"]))
+    out = taps[0][1].shape[2:]
+    # ref[n, c, t, l]: channel c, tap t (row-major), output position l
+    length = int(np.prod(out))
+    ref = np.stack([win.reshape(p["n"], p["c"], length) for _, win in taps], axis=2)
+    kw = dict(stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
+              padding_mode=p["mode"])
+    layout = LAST[rank] if last else FIRST[rank]
+    if last:
+        cols = numbaconv.im2col(to_last(x), p["kernel"], layout=layout, **kw)
+        want = ref.transpose(0, 3, 2, 1).reshape(p["n"], length, len(taps) * p["c"])
+    else:
+        cols = numbaconv.im2col(x, p["kernel"], layout=layout, **kw)
+        want = ref.reshape(p["n"], p["c"] * len(taps), length)
+    assert_close(cols, want, np.float64)
+    v = rng.standard_normal(cols.shape)
+    back = numbaconv.col2im(v, p["sizes"], p["kernel"], layout=layout, **kw)
+    xl = to_last(x) if last else x
+    assert back.shape == xl.shape and length == cols.shape[1 + (not last)]
+    lhs, rhs = float(np.sum(back * xl)), float(np.sum(v * cols))
+    assert abs(lhs - rhs) <= 1e-9 * max(1.0, abs(rhs), float(np.abs(v).sum()))

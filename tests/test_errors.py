@@ -101,7 +101,7 @@ CASES = [
      ValueError, ["output_size", ">= 1"]),
     ("col2im-dtype", lambda: numbaconv.col2im(np.zeros((1, 18, 9), np.float16), 5, 3),
      TypeError, ["cols", "float16"]),
-    ("explain-shape", lambda: numbaconv.explain((4, 8, 8), (6, 4, 3)), ValueError,
+    ("explain-shape", lambda: numbaconv.explain((4, 8, 8), (6, 4)), ValueError,
      ["4-d"]),
     ("explain-dtype", lambda: numbaconv.explain((1, 4, 8, 8), (6, 4, 3, 3), dtype=np.int32),
      TypeError, ["dtype", "int32"]),

@@ -71,7 +71,8 @@ def test_deep_layer_takes_indirect_gemm_only_when_packed(layout, rng):
 def test_deep_nchw_layer_with_few_pixels_takes_indirect_gemm(dtype):
     # One image of 7x7: every task packs its own panels from the OIHW weight,
     # reading it once.  Not from HWIO (no gain measured there).  With more
-    # pixels than one block of tiles, only float32 on small images goes.
+    # pixels than one block of tiles, only float32 on small images goes, or
+    # float32 with at least four blocks.
     w = (512, 512, 3, 3)
     assert numbaconv.explain((1, 512, 7, 7), w, padding=1, dtype=dtype).algorithm == \
         "indirect_gemm"
@@ -79,7 +80,10 @@ def test_deep_nchw_layer_with_few_pixels_takes_indirect_gemm(dtype):
                              layout="NHWC").algorithm == "im2col_gemm"
     assert numbaconv.explain((8, 512, 7, 7), w, padding=1, dtype=dtype).algorithm == (
         "indirect_gemm" if dtype == np.float32 else "im2col_gemm")
-    assert numbaconv.explain((8, 512, 14, 14), w, padding=1, dtype=dtype).algorithm == \
+    # At least four blocks of tiles (1568 pixels here): float32 goes again.
+    assert numbaconv.explain((8, 512, 14, 14), w, padding=1, dtype=dtype).algorithm == (
+        "indirect_gemm" if dtype == np.float32 else "im2col_gemm")
+    assert numbaconv.explain((4, 512, 14, 14), w, padding=1, dtype=dtype).algorithm == \
         "im2col_gemm"
 
 

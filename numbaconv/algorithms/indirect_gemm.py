@@ -147,13 +147,14 @@ def wide_panels(dtype: np.dtype, isa: str | None = None) -> bool:
 
 
 def many_pixels(g: Geometry, dtype: np.dtype, isa: str | None = None) -> bool:
-    """Whether a call's output pixels make at least four blocks of tiles (1536 float32).
+    """Whether a float32 call's output pixels make at least four blocks of tiles (1536).
 
     Then the weight panels a deep layer packs are reused over enough pixels
-    (docs/design/decisions.md, "3x3 and other layers: indirect_gemm").
+    (docs/design/decisions.md, "3x3 and other layers: indirect_gemm"); in
+    float64 more pixels were measured to lose, not win.
     """
     mr = tile_for(dtype, isa).mr
-    return tile_count(g, g.n, mr) * mr * dtype.itemsize >= 4 * ONE_BLOCK_PIXELS * 4
+    return dtype.itemsize == 4 and tile_count(g, g.n, mr) * mr >= 4 * ONE_BLOCK_PIXELS
 
 
 def small_images(g: Geometry, dtype: np.dtype) -> bool:

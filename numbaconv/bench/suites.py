@@ -186,7 +186,7 @@ def load_suite(name: str) -> list[Layer]:
     [12, 9, 30, 7, 7]
     >>> load_suite("mobilenet_v2")[2]
     Layer(name='mobilenet_v2.03', c=32, h=112, w=112, o=16, kernel=1, stride=1, padding=0, \
-dilation=1, groups=1)
+dilation=1, groups=1, d=1, rank=2)
     >>> load_suite("alexnet")
     Traceback (most recent call last):
     ...
