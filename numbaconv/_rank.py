@@ -68,11 +68,13 @@ class Lowered:
     def _plane(self):
         """The 2-d problem's (H, W), (KH, KW), (P, Q) and their axes' hyper-parameters."""
         g, k = self.nd, 2 - min(self.rank, 2)  # k: leading unit axes (1 for rank 1)
-        axes = range(self.rank - 2 + k, self.rank)
-        pick = lambda v, unit: (unit,) * k + tuple(v[i] for i in axes)  # noqa: E731
+        axes = range(self.rank - 2 + k, self.rank)  # the n-d axes that stay: the last two
+
+        def pick(values):
+            return (1,) * k + tuple(values[i] for i in axes)
+
         pads = (0, 0) * k + tuple(p for i in axes for p in g.pads[2 * i:2 * i + 2])
-        return (pick(g.sizes, 1), pick(g.kernel, 1), pick(g.out, 1), pick(g.stride, 1),
-                pick(g.dilation, 1), pads)
+        return pick(g.sizes), pick(g.kernel), pick(g.out), pick(g.stride), pick(g.dilation), pads
 
     def x2_shape(self, rows: int) -> tuple[int, ...]:
         hw = self._plane()[0]

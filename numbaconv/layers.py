@@ -441,7 +441,8 @@ class ConvTranspose2d(_ConvTranspose):
     ----------
     in_channels, out_channels : int
     kernel_size, stride, dilation : int or (int, int)
-    padding : int, (ph, pw) or ((top, bottom), (left, right))
+    padding : int, (ph, pw), ((top, bottom), (left, right)), "same" or "valid"
+        As in :func:`numbaconv.conv_transpose2d`.
     output_padding : int or (int, int)
         Each smaller than ``max(stride, dilation)``.
     groups : int

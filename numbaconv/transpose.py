@@ -87,15 +87,19 @@ def _weight_desc(layout: _args.RankLayout) -> str:
     return "(" + ", ".join(layout.w_shape("C_in", "O/groups", kernel)) + ")"
 
 
-def _same_pads(sizes, kernel, stride, dilation):
-    """TensorFlow/JAX 'same': output = input * stride; the extra cropped row at the high end.
+def _string_pads(kind: str, kernel, stride, dilation):
+    """TensorFlow/JAX's 'same' and 'valid' for a transposed convolution, per axis.
 
-    Returns the flat pads and the output_padding that reaches that size.
+    'same': output = input * stride, an odd crop taken at the high end.
+    'valid': output = input * stride + max(dk - stride, 0), nothing cropped
+    (dk = dilation * (k - 1) + 1).  Returns the flat pads and the
+    output_padding that reaches that size.
     """
     pads, op = [], []
     for s, k, d in zip(stride, kernel, dilation, strict=True):
-        total = d * (k - 1) + 1 - s
-        pads += [max(total, 0) // 2, max(total, 0) - max(total, 0) // 2]
+        total = d * (k - 1) + 1 - s  # what the natural output has beyond input * stride
+        crop = max(total, 0) if kind == "same" else 0
+        pads += [crop // 2, crop - crop // 2]
         op.append(max(-total, 0))
     return tuple(pads), tuple(op)
 
@@ -125,12 +129,14 @@ def transpose_problem(x_shape, w_shape, layout, stride, padding, output_padding,
     stride = _args.int_tuple(stride, "stride", rank, 1)
     dilation = _args.int_tuple(dilation, "dilation", rank, 1)
     op = _args.int_tuple(output_padding, "output_padding", rank, 0)
-    if isinstance(padding, str) and padding.lower() == "same":
-        pads, op_same = _same_pads(sizes, kernel, stride, dilation)
-        if any(op) and op != op_same:
-            raise ValueError(f"output_padding: padding='same' implies {op_same}; expected that "
-                             f"or 0, got {op}")
-        op = op_same
+    implied = None  # the output_padding a padding string implies
+    if isinstance(padding, str) and padding.lower() in ("same", "valid"):
+        kind = padding.lower()
+        pads, implied = _string_pads(kind, kernel, stride, dilation)
+        if any(op) and op != implied:
+            raise ValueError(f"output_padding: padding={kind!r} implies {implied}; expected "
+                             f"that or 0, got {op}")
+        op = implied
     else:
         pads = _args.resolve_padding(padding, (1,) * rank, (1,) * rank, (1,) * rank,
                                      (1,) * rank)
@@ -152,6 +158,10 @@ def transpose_problem(x_shape, w_shape, layout, stride, padding, output_padding,
                 f"padding the output {names} can be from {lowest} to {highest}"
             )
         chosen = tuple(v - lo for v, lo in zip(want, lowest, strict=True))
+        if implied is not None and chosen != implied:
+            raise ValueError(f"output_size: padding={padding.lower()!r} gives "
+                             f"{tuple(lo + p for lo, p in zip(lowest, implied, strict=True))}, "
+                             f"got {want}; pass explicit padding to choose another size")
         if any(op) and op != chosen:
             raise ValueError(f"output_padding: expected {chosen} (implied by output_size "
                              f"{want}) or 0, got {tuple(op)}")
@@ -270,6 +280,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         express ONNX's ``auto_pad=SAME_LOWER`` and explicit ``pads``.
         ``"same"`` is TensorFlow/JAX's: the output is ``input * stride``,
         any odd crop taken at the bottom/right (ONNX's ``SAME_UPPER``).
+        ``"valid"`` is TensorFlow's too: nothing cropped, and the output is
+        ``input * stride + max(dilation * (k - 1) + 1 - stride, 0)``.
     output_padding : int or (int, int)
         Extra rows/columns at the bottom/right, each smaller than
         ``max(stride, dilation)`` (PyTorch's rule).

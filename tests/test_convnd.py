@@ -183,6 +183,59 @@ def test_depth_fold_in_chunks_and_unbatched(rank, monkeypatch):
     assert_close(CONV[rank](x[1], w, **kw), ref[1], np.float64)
 
 
+@pytest.mark.parametrize("last", [False, True], ids=["channels_first", "channels_last"])
+def test_depth_fold_chunks_straddle_images(last, monkeypatch):
+    """Chunks of 2 or 3 folded rows cross image boundaries (D_out = 4), with groups."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 4, 7, 5, 6))
+    w = rng.standard_normal((6, 2, 3, 2, 3))
+    kw = dict(stride=(2, 1, 2), padding=((2, 1), (1, 1), (0, 0)), groups=2,
+              padding_mode="replicate")
+    ref = convnd_ref(x, w, None, (2, 1, 2), (2, 1, 1, 1, 0, 0), (1, 1, 1), 2, "replicate")
+    gout = rng.standard_normal(ref.shape)
+    gw_ref = convnd_grad_weight_ref(x, w.shape, gout, (2, 1, 2), (2, 1, 1, 1, 0, 0),
+                                    (1, 1, 1), 2, "replicate")
+    # The transposed convolution reads w as (C_in = 6, O = 2, KD, KH, KW).
+    t_ref = conv_transpose_nd_ref(ref, w, (2, 1, 2), (1, 0, 1, 1, 0, 0), (1, 0, 1),
+                                  (1, 1, 1), 1)
+    layout = "NDHWC" if last else "NCDHW"
+    row = 4 * 3 * 5 * 6 * 8  # one folded row's bytes: C * KD * H * W float64
+    for rows in (2, 3):
+        monkeypatch.setattr(config, "max_workspace_bytes", rows * row + 7)
+        if last:
+            y = from_last(numbaconv.conv3d(to_last(x), weight_to_last(w), layout=layout, **kw))
+            gx, gw, _ = numbaconv.conv3d_backward(to_last(gout), to_last(x), weight_to_last(w),
+                                                  layout=layout, **kw)
+            gx, gw = from_last(gx), weight_from_last(gw)
+            t = from_last(numbaconv.conv_transpose3d(
+                to_last(ref), weight_to_last(w), stride=(2, 1, 2), padding=((1, 0), (1, 1), (0, 0)),
+                output_padding=(1, 0, 1), layout=layout))
+        else:
+            y = numbaconv.conv3d(x, w, **kw)
+            gx, gw, _ = numbaconv.conv3d_backward(gout, x, w, **kw)
+            t = numbaconv.conv_transpose3d(ref, w, stride=(2, 1, 2),
+                                           padding=((1, 0), (1, 1), (0, 0)),
+                                           output_padding=(1, 0, 1))
+        assert_close(y, ref, np.float64)
+        assert_close(gw, gw_ref, np.float64)
+        assert_close(t, t_ref, np.float64)
+        v = rng.standard_normal(x.shape)  # grad_x by the adjoint identity
+        lhs, rhs = float(np.sum(gx * v)), float(np.sum(gout * convnd_ref(
+            v, w, None, (2, 1, 2), (2, 1, 1, 1, 0, 0), (1, 1, 1), 2, "replicate")))
+        assert abs(lhs - rhs) <= 1e-9 * max(1.0, abs(rhs))
+
+
+def test_transpose_valid_padding_is_tensorflows():
+    x = np.ones((1, 1, 3))
+    assert numbaconv.conv_transpose1d(x, np.ones((1, 1, 1)), stride=2,
+                                      padding="valid").shape == (1, 1, 6)
+    assert numbaconv.conv_transpose1d(x, np.ones((1, 1, 3)), stride=2,
+                                      padding="valid").shape == (1, 1, 7)
+    with pytest.raises(ValueError, match="output_size: padding='same' gives"):
+        numbaconv.conv_transpose1d(x, np.ones((1, 1, 1)), stride=2, padding="same",
+                                   output_size=(5,))
+
+
 def test_transpose_same_padding_gives_input_times_stride():
     """TensorFlow/JAX 'same' and explicit asymmetric pads (ONNX SAME_UPPER/LOWER)."""
     rng = np.random.default_rng(4)
