@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,6 +38,17 @@ from .backward import grad_weight as grad_weight2
 from .conv import conv2d
 
 __all__ = ["Lowered", "NdPlan", "lower"]
+
+
+class Plane(NamedTuple):
+    """The two axes the 2-d problem keeps: sizes, kernel, output, stride, dilation, pads."""
+
+    sizes: tuple[int, int]
+    kernel: tuple[int, int]
+    out: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pads: tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,8 @@ class Lowered:
         """Depth taps folded into each input channel (1 unless rank 3)."""
         return self.nd.kernel[0] if self.folds else 1
 
-    def _plane(self):
+    @cached_property
+    def plane(self) -> Plane:
         """The 2-d problem's (H, W), (KH, KW), (P, Q) and their axes' hyper-parameters."""
         g, k = self.nd, 2 - min(self.rank, 2)  # k: leading unit axes (1 for rank 1)
         axes = range(self.rank - 2 + k, self.rank)  # the n-d axes that stay: the last two
@@ -74,22 +87,23 @@ class Lowered:
             return (1,) * k + tuple(values[i] for i in axes)
 
         pads = (0, 0) * k + tuple(p for i in axes for p in g.pads[2 * i:2 * i + 2])
-        return pick(g.sizes), pick(g.kernel), pick(g.out), pick(g.stride), pick(g.dilation), pads
+        return Plane(pick(g.sizes), pick(g.kernel), pick(g.out), pick(g.stride),
+                     pick(g.dilation), pads)
 
     def x2_shape(self, rows: int) -> tuple[int, ...]:
-        hw = self._plane()[0]
+        hw = self.plane.sizes
         return self.layout.base.x_shape(rows, self.nd.c * self.taps, *hw)
 
     def y2_shape(self, rows: int) -> tuple[int, ...]:
-        pq = self._plane()[2]
+        pq = self.plane.out
         return self.layout.base.x_shape(rows, self.nd.o, *pq)
 
     def w2_shape(self) -> tuple[int, ...]:
-        kk = self._plane()[1]
+        kk = self.plane.kernel
         return self.layout.base.w_shape(self.nd.o, self.nd.cg * self.taps, *kk)
 
     def conv_kwargs(self) -> dict:
-        _, _, _, stride, dilation, pads = self._plane()
+        _, _, _, stride, dilation, pads = self.plane
         return dict(stride=stride, padding=((pads[0], pads[1]), (pads[2], pads[3])),
                     dilation=dilation, groups=self.nd.groups, layout=self.layout.base,
                     padding_mode=self.nd.padding_mode)
@@ -97,7 +111,7 @@ class Lowered:
     def geometry2(self, rows: int) -> _args.Geometry:
         """The 2-d Geometry of ``rows`` images (already validated as the n-d problem)."""
         g = self.nd
-        (h, w), (kh, kw), (p, q), stride, dilation, pads = self._plane()
+        (h, w), (kh, kw), (p, q), stride, dilation, pads = self.plane
         return _args.Geometry(rows, g.c * self.taps, h, w, g.o, kh, kw, stride, dilation, pads,
                               g.groups, g.padding_mode, p, q)
 

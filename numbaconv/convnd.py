@@ -139,7 +139,7 @@ def im2col_nd(x, kernel_size, stride, padding, dilation, layout, padding_mode) -
     g, kw = low.nd, low.conv_kwargs()
     kw.pop("groups")
     two_d = im2col(low.fold(_args.contiguous(xb, dtype), 0, low.rows, dtype, kept=False),
-                   low._plane()[1], **kw)  # (rows, R, PQ) or (rows, PQ, R)
+                   low.plane.kernel, **kw)  # (rows, R, PQ) or (rows, PQ, R)
     length, rows = int(np.prod(g.out)), g.c * int(np.prod(g.kernel))
     if not low.folds:
         cols = two_d
@@ -183,9 +183,9 @@ def col2im_nd(cols, output_size, kernel_size, stride, padding, dilation, layout,
     cb = _args.contiguous(cb, dtype)
     kw = low.conv_kwargs()
     kw.pop("groups")
-    hw = low._plane()[0]
+    hw = low.plane.sizes
     if not low.folds:
-        x = col2im(cb, hw, low._plane()[1], **kw).reshape(low.x_shape())
+        x = col2im(cb, hw, low.plane.kernel, **kw).reshape(low.x_shape())
         return x[0] if unbatched else x
     kd, kh, kwd = g.kernel
     plane, rows = length // g.out[0], c * taps
