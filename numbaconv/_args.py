@@ -393,8 +393,24 @@ def contiguous(arr: np.ndarray, dtype) -> np.ndarray:
 # --------------------------------------------------------------------------
 # Geometry of one convolution, in canonical (N, C, H, W) / (O, I, KH, KW) terms
 # --------------------------------------------------------------------------
+class _Groups:
+    """Channels per group, for the geometries (which have c, o and groups)."""
+
+    c: int
+    o: int
+    groups: int
+
+    @property
+    def cg(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def og(self) -> int:
+        return self.o // self.groups
+
+
 @dataclass(frozen=True)
-class Geometry:
+class Geometry(_Groups):
     n: int
     c: int
     h: int
@@ -409,14 +425,6 @@ class Geometry:
     padding_mode: str
     p: int  # output height
     q: int  # output width
-
-    @property
-    def cg(self) -> int:
-        return self.c // self.groups
-
-    @property
-    def og(self) -> int:
-        return self.o // self.groups
 
     @property
     def flops(self) -> int:
@@ -460,7 +468,7 @@ def check_padding_mode(mode: str, pads: Pads, in_hw) -> None:
 
 
 @dataclass(frozen=True)
-class NdGeometry:
+class NdGeometry(_Groups):
     """One convolution in any rank, in canonical (N, C, *spatial) / (O, I, *kernel) terms."""
 
     n: int
@@ -478,14 +486,6 @@ class NdGeometry:
     @property
     def rank(self) -> int:
         return len(self.sizes)
-
-    @property
-    def cg(self) -> int:
-        return self.c // self.groups
-
-    @property
-    def og(self) -> int:
-        return self.o // self.groups
 
     @property
     def flops(self) -> int:

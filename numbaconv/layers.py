@@ -270,7 +270,7 @@ class Conv2d(_Layer):
         return gx[0] if unbatched else gx
 
     def __repr__(self) -> str:
-        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size="
+        return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, kernel_size="
                 f"{self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
                 f"dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
                 f"padding_mode={self.padding_mode!r}, layout={self.layout!r}, "
@@ -327,12 +327,7 @@ class _ConvNd(_Layer):
         gx = _rank.grad_input(low, dtype, _args.contiguous(self.weight, dtype), gout)
         return gx[0] if unbatched else gx
 
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, kernel_size="
-                f"{self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
-                f"dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
-                f"padding_mode={self.padding_mode!r}, layout={self.layout!r}, "
-                f"dtype={self.dtype.name})")
+    __repr__ = Conv2d.__repr__  # the same arguments, under the class's own name
 
 
 class Conv1d(_ConvNd):
