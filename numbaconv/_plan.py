@@ -76,14 +76,18 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
     os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
+def _settings() -> tuple:
+    """Everything outside the problem that a plan depends on: part of every cache key."""
+    return (config.max_workspace_bytes, config.gemm_batch_below, config.winograd,
+            numba.get_num_threads(), machine.variant())
+
+
 def get_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "auto",
              prepacked: bool = False, rules=RULES) -> Plan:
     """The cached plan for this problem signature; built on the first call."""
     if not isinstance(algorithm, str):  # the key must hash; make_plan words the error
         return make_plan(g, layout, dtype, algorithm, prepacked, rules)
-    key = (layout.name, np.dtype(dtype).name, g, algorithm, prepacked, rules,
-           config.max_workspace_bytes, config.gemm_batch_below, numba.get_num_threads(),
-           machine.variant())
+    key = (layout.name, np.dtype(dtype).name, g, algorithm, prepacked, rules, *_settings())
     with _lock:
         plan = _plans.get(key)
         if plan is not None:
@@ -113,8 +117,7 @@ _CALLS_MAX = 4096
 
 def plan_call(signature: tuple, build: Callable[[], tuple]) -> tuple:
     """``build()`` (validate and plan a conv2d call), cached by the call's ``signature``."""
-    key = (signature, config.max_workspace_bytes, config.gemm_batch_below,
-           numba.get_num_threads(), machine.variant())
+    key = (signature, *_settings())
     with _lock:
         hit = _calls.get(key)
         if hit is not None:

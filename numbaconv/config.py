@@ -14,6 +14,9 @@ shell applies to the whole process:
 ``NUMBACONV_BLAS_SPIN``
     ``keep``: never stop OpenBLAS's idle threads before a large Numba kernel
     (read by ``_threads`` at import; see docs/threads.md).
+``NUMBACONV_WINOGRAD``
+    ``0`` keeps the dispatcher from choosing Winograd (direct arithmetic
+    only; ``algorithm="winograd"`` still forces it).
 ``NUMBACONV_ISA``
     ``avx512``, ``avx2``, ``neon`` or ``generic``: the register tile of the
     GEMM kernels, instead of the best this CPU runs (read by ``machine``;
@@ -26,7 +29,7 @@ import os
 import re
 
 __all__ = ["max_workspace_bytes", "gemm_batch_below", "serial_kernel_bytes", "disk_cache",
-           "num_threads", "reset"]
+           "num_threads", "winograd", "reset"]
 
 _DEFAULTS = {
     # 64 MiB keeps the column buffer of any ResNet-sized layer to a few chunks,
@@ -47,6 +50,10 @@ _DEFAULTS = {
     "serial_kernel_bytes": 8 * 2**20,
     "disk_cache": True,
     "num_threads": None,  # None: let Numba decide (all cores)
+    # Whether the dispatcher may choose Winograd for 3x3 stride-1 layers: fewer
+    # multiplies, a little more rounding error, and a NaN or inf reaches every
+    # output of its tile (docs/design/decisions.md, "Winograd").
+    "winograd": True,
 }
 
 _SUFFIX = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
@@ -62,17 +69,19 @@ def _parse_bytes(text: str) -> int:
     return int(m.group(1)) * _SUFFIX[m.group(2).upper()]
 
 
+def _switch(name: str) -> bool:
+    """An on/off environment variable: 0, false, no and off are off."""
+    return os.environ[name].strip().lower() not in ("0", "false", "no", "off")
+
+
 def _from_env() -> dict:
     values = dict(_DEFAULTS)
     if "NUMBACONV_MAX_WORKSPACE" in os.environ:
         values["max_workspace_bytes"] = _parse_bytes(os.environ["NUMBACONV_MAX_WORKSPACE"])
     if "NUMBACONV_CACHE" in os.environ:
-        values["disk_cache"] = os.environ["NUMBACONV_CACHE"].strip().lower() not in (
-            "0",
-            "false",
-            "no",
-            "off",
-        )
+        values["disk_cache"] = _switch("NUMBACONV_CACHE")
+    if "NUMBACONV_WINOGRAD" in os.environ:
+        values["winograd"] = _switch("NUMBACONV_WINOGRAD")
     text = os.environ.get("NUMBACONV_NUM_THREADS", "").strip()
     if text:
         if not text.isdigit() or int(text) < 1:
@@ -91,4 +100,5 @@ gemm_batch_below: int
 serial_kernel_bytes: int
 disk_cache: bool
 num_threads: int | None
+winograd: bool
 reset()

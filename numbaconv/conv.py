@@ -136,8 +136,8 @@ def conv2d_with(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     if plan is not None:
         args = (plan, _args.contiguous(x, dtype), _args.contiguous(weight, dtype),
                 None if bias is None else _args.contiguous(bias, dtype), out)
-        panels = packed.panels_for(layout, groups, dtype) if plan.prepacked else None
-        REGISTRY[plan.algorithm].run(*args, panels)
+        algorithm = REGISTRY[plan.algorithm]
+        algorithm.run(*args, None if packed is None else algorithm.from_packed(plan, packed))
     return out[0] if unbatched else out
 
 
@@ -170,9 +170,9 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     (default float32) gives the compute dtype.  ``algorithm`` forces one of
     the registered algorithms (``numbaconv.algorithms``: ``"gemm_1x1"``,
     ``"pointwise_gemm"``, ``"im2col_gemm"``, ``"packed_gemm"``,
-    ``"indirect_gemm"``, ``"direct_depthwise"``).  Along an axis with one
-    output pixel, ``plan.geometry.stride`` is capped at the smallest stride
-    that gives that pixel: a larger one is never applied.
+    ``"indirect_gemm"``, ``"direct_depthwise"``, ``"winograd"``).  Along an
+    axis with one output pixel, ``plan.geometry.stride`` is capped at the
+    smallest stride that gives that pixel: a larger one is never applied.
 
     Examples
     --------

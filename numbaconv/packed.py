@@ -14,6 +14,8 @@ panels, so a later in-place change to the caller's array cannot leave the
 two out of step; ``np.asarray(packed)`` gives that copy back, so every
 function that takes a weight also takes a ``PackedWeight``, and ``conv2d``
 uses the panels wherever its plan is ``indirect_gemm`` in the weight's dtype.
+Where its plan is ``winograd``, the weight's transform is made on the first
+call and kept in the ``PackedWeight`` too (``derived``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class PackedWeight:
         The groups it was packed for; conv2d must be called with the same.
     """
 
-    __slots__ = ("_weight", "_layout", "_groups", "_panels", "_isa")
+    __slots__ = ("_weight", "_layout", "_groups", "_panels", "_isa", "_derived")
 
     def __init__(self, *args, _made_by_pack_weight=None):
         if _made_by_pack_weight is not _TOKEN:
@@ -54,6 +56,7 @@ class PackedWeight:
         object.__setattr__(self, "_groups", groups)
         object.__setattr__(self, "_panels", panels)  # (groups, panels, K, NR); None: depthwise
         object.__setattr__(self, "_isa", isa)  # the ISA variant whose NR cut the panels
+        object.__setattr__(self, "_derived", {})  # other algorithms' forms, made on first use
 
     def __setattr__(self, name, value):
         raise AttributeError(f"PackedWeight is read-only; pack the new weight with "
@@ -89,8 +92,22 @@ class PackedWeight:
 
     @property
     def nbytes(self) -> int:
-        """Memory held: the weight's copy plus its panels."""
-        return self._weight.nbytes + (0 if self._panels is None else self._panels.nbytes)
+        """Memory held: the weight's copy, its panels and the forms made so far."""
+        return (self._weight.nbytes + (0 if self._panels is None else self._panels.nbytes)
+                + sum(a.nbytes for a in list(self._derived.values())))
+
+    def derived(self, key: tuple, make) -> np.ndarray:
+        """``make()``, made once per ``key`` and kept: another algorithm's form of the weight.
+
+        Winograd's transformed weight (4x the weight for F(4x4)) is one; it is
+        made on the first call that needs it.  Read-only, like the panels.
+        """
+        value = self._derived.get(key)
+        if value is None:
+            value = make()
+            value.flags.writeable = False
+            value = self._derived.setdefault(key, value)  # two threads: one wins
+        return value
 
     def __array__(self, dtype=None, copy=None):
         if dtype is None or np.dtype(dtype) == self.dtype:

@@ -490,6 +490,9 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path, isa):
                 out["packed"] = numbaconv.conv2d_with(xi, np.tile(wi, (4, 1, 1, 1)), groups=2,
                                                       algorithm="packed_gemm", **kw)
             out["dw" + layout] = numbaconv.conv2d(xi, di, groups=4, **kw)
+            out["winograd" + layout] = numbaconv.conv2d_with(  # stride 1 only
+                xi, wi, groups=2, algorithm="winograd",
+                **{**kw, "stride": 1, "padding_mode": "replicate"})
             cols = numbaconv.im2col(xi, 3, **kw)
             out["cols" + layout] = cols
             out["fold" + layout] = numbaconv.col2im(cols, (7, 6), 3, **kw)

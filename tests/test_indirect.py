@@ -134,7 +134,8 @@ def test_a_stride_above_the_k_block(rng):
     assert_close(got, conv2d_ref(x, w, stride=(257, 1)), np.float32)
 
 
-def test_the_dispatcher_picks_it_for_wide_layers():
+def test_the_dispatcher_picks_it_for_wide_layers(restore_config):
+    restore_config.winograd = False  # the rules after Winograd's (tests/test_winograd.py)
     for layout, x, w in (("NHWC", (8, 224, 224, 3), (7, 7, 3, 64)),
                          ("NCHW", (8, 3, 224, 224), (64, 3, 7, 7))):
         stem = numbaconv.explain(x, w, stride=2, padding=3, layout=layout)

@@ -68,7 +68,8 @@ def test_deep_layer_takes_indirect_gemm_only_when_packed(layout, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_deep_nchw_layer_with_few_pixels_takes_indirect_gemm(dtype):
+def test_deep_nchw_layer_with_few_pixels_takes_indirect_gemm(dtype, restore_config):
+    restore_config.winograd = False  # the rules after Winograd's (tests/test_winograd.py)
     # One image of 7x7: every task packs its own panels from the OIHW weight,
     # reading it once.  Not from HWIO (no gain measured there).  With more
     # pixels than one block of tiles, only float32 on small images goes, or

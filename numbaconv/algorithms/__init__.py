@@ -14,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import config
+from .._args import ceil_div
+
 # Imported (so registered) in the order algorithm_names() lists them.
 # isort: off
 from . import gemm_1x1, pointwise_gemm, im2col_gemm  # noqa: F401
-from . import indirect_gemm, packed_gemm, direct_depthwise  # noqa: F401
+from . import indirect_gemm, packed_gemm, direct_depthwise, winograd  # noqa: F401
 # isort: on
 from ._base import REGISTRY, Algorithm, Plan, Problem, is_depthwise, is_pointwise, register
 from .direct_depthwise import planes_fit
@@ -29,6 +32,7 @@ from .indirect_gemm import (
     small_images,
     wide_panels,
 )
+from .winograd import tile_size
 
 # 1x1 layers below this much work run on Numba's threads (pointwise_gemm),
 # above it on OpenBLAS's (gemm_1x1): one thread pool across a network of
@@ -37,6 +41,13 @@ POINTWISE_MAX_FLOPS = 2 * 10**8
 
 # Deeper layers than this pack too large a weight per indirect_gemm call.
 INDIRECT_MAX_K = 2304
+
+# Winograd pays where its transforms (per channel) and its weight transform
+# (per call) are small against the GEMMs they save: both groups' channels,
+# the output pixels, and each of its alpha^2 GEMMs' work at least these.
+WINOGRAD_MIN_CHANNELS = 128
+WINOGRAD_MIN_PIXELS = 784
+WINOGRAD_MIN_GEMM_FLOPS = 10**7
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,16 @@ def _indirect(p: Problem) -> bool:
     return deep_ok and g.flops >= INDIRECT_MIN_FLOPS and fits(g, dtype, p.prepacked, isa)
 
 
+def _winograd(p: Problem) -> bool:
+    g = p.geometry
+    if not config.winograd or winograd.unsupported(p) is not None:
+        return False
+    m = tile_size(g)
+    tiles = g.n * ceil_div(g.p, m) * ceil_div(g.q, m)
+    return (min(g.cg, g.og) >= WINOGRAD_MIN_CHANNELS and g.n * g.p * g.q >= WINOGRAD_MIN_PIXELS
+            and 2 * g.cg * g.og * tiles >= WINOGRAD_MIN_GEMM_FLOPS)
+
+
 RULES: tuple[Rule, ...] = (
     Rule("direct_depthwise", "depthwise: groups == C > 1, its padded planes (NCHW, one per "
          "thread) take at most a quarter of the memory",
@@ -77,6 +98,10 @@ RULES: tuple[Rule, ...] = (
          "1x1 layers: pointwise_gemm below POINTWISE_MAX_FLOPS, else gemm_1x1"),
     Rule("gemm_1x1", "other 1x1 layers", lambda p: is_pointwise(p.geometry),
          "1x1 layers: pointwise_gemm below POINTWISE_MAX_FLOPS, else gemm_1x1"),
+    Rule("winograd", "3x3, stride 1, dilation 1, config.winograd, at least WINOGRAD_MIN_CHANNELS "
+         "input and output channels per group, WINOGRAD_MIN_PIXELS output pixels and "
+         "WINOGRAD_MIN_GEMM_FLOPS per transform-domain GEMM",
+         _winograd, "Winograd: F(4x4) and F(2x2)"),
     Rule("indirect_gemm",
          "K <= INDIRECT_MAX_K (any K with a PackedWeight, or whose pixels make one block in "
          "NCHW or on a wide tile, or at least four blocks, or NCHW float32 images of at most "

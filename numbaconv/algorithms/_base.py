@@ -166,9 +166,11 @@ class Algorithm:
 
     ``unsupported(problem)`` says why it cannot run a problem (a message
     for the ValueError of a forced ``algorithm=``), or None.
-    ``plan(problem)`` builds its plan, ``run(plan, x, w, bias, out, panels)``
-    computes ``out`` (``panels``: a PackedWeight's, only with a prepacked
-    plan), and ``describe(plan)`` is the how-clause of explain()'s GEMM line.
+    ``plan(problem)`` builds its plan, ``run(plan, x, w, bias, out, packed)``
+    computes ``out`` (``packed``: what ``from_packed(plan, weight)`` takes
+    from a PackedWeight, such as indirect_gemm's panels or Winograd's
+    transformed weight; None without one), and ``describe(plan)`` is the
+    how-clause of explain()'s GEMM line.
     ``grad_input(plan, w, grad_out)`` and ``grad_weight(plan, x, grad_out,
     cols)`` are its gradients, for the algorithms the backward rules pick.
     ``prepare(plan)`` works out once per plan what ``run`` needs beyond the
@@ -186,6 +188,7 @@ class Algorithm:
     grad_input: Callable = _no_gradients
     grad_weight: Callable = _no_gradients
     prepare: Callable[[Plan], object] = lambda plan: None  # -> Plan.launch
+    from_packed: Callable[[Plan, object], object] = lambda plan, packed: None
 
     @property
     def has_gradients(self) -> bool:

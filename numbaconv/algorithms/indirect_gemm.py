@@ -336,5 +336,12 @@ def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray,
                     tile.offsets, dims, tile.kc, tile.tiles, tile.panels)
 
 
+def from_packed(plan: Plan, packed) -> np.ndarray | None:
+    """A PackedWeight's panels, where the plan reads them (cut for this ISA and dtype)."""
+    return packed.panels_for(plan.layout, plan.geometry.groups, plan.dtype) if (
+        plan.prepacked) else None
+
+
 ALGORITHM = register(Algorithm(
-    "indirect_gemm", plan=plan, run=run, describe=describe, tiled=True, prepare=prepare))
+    "indirect_gemm", plan=plan, run=run, describe=describe, tiled=True, prepare=prepare,
+    from_packed=from_packed))

@@ -25,6 +25,7 @@ from . import (  # noqa: F401
     packed_gemm,
     packing,
     pointwise,
+    winograd,
 )
 from ._registry import KERNELS
 from .registers import numba_type
