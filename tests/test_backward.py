@@ -1,7 +1,7 @@
 """conv2d_backward / conv2d_grad_input / conv2d_grad_weight.
 
-Checked three independent ways: a float64 reference gradient built here
-from naive.py's tap windows and np.pad's index maps, finite-difference
+Checked three independent ways: a float64 reference gradient (naive.py's
+``grads_ref``, from tap windows and np.pad's index maps), finite-difference
 directional derivatives of a quadratic loss, and (when installed) PyTorch's
 autograd.
 """
@@ -11,50 +11,10 @@ import pytest
 from checks import assert_clear_error, torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from naive import NP_PAD_MODE, assert_close, conv2d_ref, from_nhwc, taps, to_hwio, to_nhwc
+from naive import assert_close, conv2d_ref, from_nhwc, grads_ref, to_hwio, to_nhwc
 from strategies import DTYPES, LAYOUTS, conv_problems
 
 import numbaconv
-
-
-# --------------------------------------------------------------------------
-# The reference: every gradient as a sum over kernel taps, no col2im
-# --------------------------------------------------------------------------
-def pad_index(size, before, after, mode):
-    """The source index of every padded position (-1 for a zero), via np.pad itself."""
-    idx = np.arange(size)
-    if mode == "zeros":
-        return np.pad(idx, (before, after), constant_values=-1)
-    return np.pad(idx, (before, after), mode=NP_PAD_MODE[mode])
-
-
-def grads_ref(x, w, gout, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1,
-              mode="zeros"):
-    """float64 (grad_x, grad_weight, grad_bias) of conv2d_ref, NCHW/OIHW."""
-    x, w, gout = (np.asarray(a, np.float64) for a in (x, w, gout))
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    og = o // groups
-    (sh, sw), (dh, dw) = stride, dilation
-    pt, pb, pl, pr = pads
-    p, q = gout.shape[2:]
-    gpad = np.zeros((n, c, h + pt + pb, wd + pl + pr))
-    gw = np.zeros_like(w)
-    for i, j, win in taps(x, kh, kw, stride, dilation, pads, mode):
-        for gi in range(groups):
-            cs, os_ = slice(gi * cg, (gi + 1) * cg), slice(gi * og, (gi + 1) * og)
-            gw[os_, :, i, j] = np.einsum("nopq,ncpq->oc", gout[:, os_], win[:, cs])
-            gpad[:, cs, i * dh : i * dh + (p - 1) * sh + 1 : sh,
-                 j * dw : j * dw + (q - 1) * sw + 1 : sw] += np.einsum(
-                     "nopq,oc->ncpq", gout[:, os_], w[os_, :, i, j])
-    # The adjoint of padding: each padded position goes back to its source.
-    hi, wi = pad_index(h, pt, pb, mode), pad_index(wd, pl, pr, mode)
-    gx = np.zeros_like(x)
-    rows = np.flatnonzero(hi >= 0)
-    cols = np.flatnonzero(wi >= 0)
-    for r in rows:
-        np.add.at(gx[:, :, hi[r]], (slice(None), slice(None), wi[cols]), gpad[:, :, r, cols])
-    return gx, gw, gout.sum(axis=(0, 2, 3))
 
 
 def make(prob, dtype, seed):

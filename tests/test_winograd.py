@@ -9,24 +9,24 @@ import pytest
 from checks import assert_clear_error
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from naive import assert_close, conv2d_ref, from_nhwc, to_hwio, to_nhwc
+from naive import assert_close, conv2d_ref, from_nhwc, grads_ref, to_hwio, to_nhwc
 from strategies import DTYPES, LAYOUTS, MODES, padding_forms, valid_geometry
 
 import numbaconv
 from numbaconv import _args
-from numbaconv._plan import problem_of
+from numbaconv._plan import backward_plan, problem_of
 from numbaconv.algorithms import REGISTRY, winograd
 
 
 @st.composite
-def winograd_problems(draw, max_size=14):
+def winograd_problems(draw, max_size=14, modes=MODES):
     """3x3, stride 1, dilation 1: every padding form and mode, groups, any batch."""
     groups = draw(st.integers(1, 3))
     cg, og = draw(st.integers(1, 5)), draw(st.integers(1, 5))
     n = draw(st.integers(1, 3))
     h, w = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
     padding, pads = draw(padding_forms(3, 3, h, w, (1, 1), (1, 1)))
-    mode = draw(st.sampled_from(MODES))
+    mode = draw(st.sampled_from(modes))
     assume(valid_geometry(h, w, 3, 3, (1, 1), pads, mode))
     return dict(n=n, c=groups * cg, h=h, w=w, o=groups * og, groups=groups, pads=pads,
                 padding=padding, mode=mode)
@@ -59,6 +59,70 @@ def test_matches_reference(isa, m, prob, dtype, layout, with_bias, seed):
     ref = conv2d_ref(x, w, b, (1, 1), prob["pads"], (1, 1), prob["groups"], prob["mode"])
     assert y.dtype == dtype
     assert_close(y, ref, dtype)
+
+
+def winograd_grad_input(x_shape, w, gout, layout, padding, groups):
+    """winograd's grad_input on NCHW/OIHW data in either layout; NCHW back."""
+    lay = _args.layout_of(layout)
+    if layout == "NHWC":
+        x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
+        w, gout = to_hwio(w), to_nhwc(gout)
+    w, gout = np.ascontiguousarray(w), np.ascontiguousarray(gout)
+    g = _args.conv_geometry(x_shape, w.shape, lay, 1, padding, 1, groups, "zeros")
+    assert winograd.transposed(g) is not None
+    plan = winograd.plan(problem_of(g, lay, w.dtype))
+    gx = REGISTRY["winograd"].grad_input(plan, w, gout)
+    assert gx.dtype == w.dtype
+    return gx if layout == "NCHW" else from_nhwc(gx)
+
+
+@given(prob=winograd_problems(modes=["zeros"]), dtype=st.sampled_from(DTYPES),
+       layout=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**16))
+def test_grad_input_matches_reference(prob, dtype, layout, seed):
+    # grad_x of a 3x3 stride-1 layer is itself a Winograd convolution (pads <= 2).
+    assume(max(prob["pads"]) <= 2)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((prob["n"], prob["c"], prob["h"], prob["w"])).astype(dtype)
+    w = rng.standard_normal((prob["o"], prob["c"] // prob["groups"], 3, 3)).astype(dtype)
+    y = conv2d_ref(x, w, None, (1, 1), prob["pads"], (1, 1), prob["groups"])
+    gout = rng.standard_normal(y.shape).astype(dtype)
+    gx = winograd_grad_input(x.shape, w, gout, layout, prob["padding"], prob["groups"])
+    ref = grads_ref(x, w, gout, (1, 1), prob["pads"], (1, 1), prob["groups"])[0]
+    assert_close(gx, ref, dtype)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 1, 2)])
+def test_grad_input_with_4x4_tiles(layout, pads, rng):
+    x = rng.standard_normal((4, 6, 17, 15))  # 48 or more 4x4 tiles: F(4x4)
+    w = rng.standard_normal((4, 3, 3, 3))
+    gout = rng.standard_normal(conv2d_ref(x, w, None, (1, 1), pads, (1, 1), 2).shape)
+    padding = ((pads[0], pads[1]), (pads[2], pads[3]))
+    gx = winograd_grad_input(x.shape, w, gout, layout, padding, 2)
+    assert_close(gx, grads_ref(x, w, gout, (1, 1), pads, (1, 1), 2)[0], np.float64)
+
+
+def test_the_backward_rules_take_it_for_grad_input(rng, restore_config):
+    lay = _args.layout_of("NCHW")
+
+    def algorithm(padding, mode="zeros"):
+        g = _args.conv_geometry((8, 128, 28, 28), (128, 128, 3, 3), lay, 1, padding, 1, 1, mode)
+        return backward_plan(g, lay, np.float32).algorithm
+
+    assert algorithm(1) == "winograd"
+    assert algorithm(1, "reflect") == "im2col_gemm"  # its adjoint is not a convolution
+    assert algorithm(3) == "im2col_gemm"  # 2 - 3: a negative pad
+    restore_config.winograd = False
+    assert algorithm(1) == "im2col_gemm"
+    # The whole backward through the rule, against the same with Winograd off.
+    x = rng.standard_normal((8, 128, 28, 28))
+    w = rng.standard_normal((128, 128, 3, 3))
+    gout = rng.standard_normal((8, 128, 28, 28))
+    off = numbaconv.conv2d_backward(gout, x, w, padding=1)
+    restore_config.winograd = True
+    on = numbaconv.conv2d_backward(gout, x, w, padding=1)
+    for a, b in zip(on, off, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max())
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -11,6 +11,7 @@ dispatcher should choose it, one rule.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -85,6 +86,12 @@ def _winograd(p: Problem) -> bool:
             and 2 * g.cg * g.og * tiles >= WINOGRAD_MIN_GEMM_FLOPS)
 
 
+def _winograd_backward(p: Problem) -> bool:
+    """Its grad_input (``winograd.transposed``) is a problem Winograd's rule takes."""
+    tg = winograd.transposed(p.geometry)
+    return tg is not None and _winograd(dataclasses.replace(p, geometry=tg))
+
+
 RULES: tuple[Rule, ...] = (
     Rule("direct_depthwise", "depthwise: groups == C > 1, its padded planes (NCHW, one per "
          "thread) take at most a quarter of the memory",
@@ -114,11 +121,14 @@ RULES: tuple[Rule, ...] = (
 
 BACKWARD_RULES: tuple[Rule, ...] = (
     Rule("direct_depthwise", "depthwise: groups == C > 1", lambda p: is_depthwise(p.geometry),
-         "Gradients: direct_depthwise, gemm_1x1, else im2col_gemm"),
+         "Gradients: direct_depthwise, gemm_1x1, winograd, else im2col_gemm"),
     Rule("gemm_1x1", "1x1 layers: no col2im", lambda p: is_pointwise(p.geometry),
-         "Gradients: direct_depthwise, gemm_1x1, else im2col_gemm"),
+         "Gradients: direct_depthwise, gemm_1x1, winograd, else im2col_gemm"),
+    Rule("winograd", "3x3 stride-1 layers with zero padding of at most 2 a side, whose "
+         "grad_input convolution Winograd's forward rule takes (grad_weight: im2col_gemm's)",
+         _winograd_backward, "Gradients: direct_depthwise, gemm_1x1, winograd, else im2col_gemm"),
     Rule("im2col_gemm", "everything else", lambda p: True,
-         "Gradients: direct_depthwise, gemm_1x1, else im2col_gemm"),
+         "Gradients: direct_depthwise, gemm_1x1, winograd, else im2col_gemm"),
 )
 
 
