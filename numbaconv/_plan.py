@@ -12,6 +12,7 @@ compiles nothing, which ``cache_info()`` shows.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import numpy as np
 
 from . import config, kernels, machine
 from ._args import Geometry, Layout, shown
-from .algorithms import BACKWARD_RULES, REGISTRY, RULES, Plan, Problem, choose
+from .algorithms import BACKWARD_RULES, REGISTRY, RULES, Plan, Problem, choose_rule, reason
 
 __all__ = ["CacheInfo", "Plan", "backward_plan", "cache_clear", "cache_info", "get_plan",
            "make_plan", "plan_call"]
@@ -49,14 +50,17 @@ def make_plan(g: Geometry, layout: Layout, dtype: np.dtype, algorithm: str = "au
     """
     problem = problem_of(g, layout, dtype, prepacked)
     if isinstance(algorithm, str) and algorithm == "auto":
-        algorithm = choose(problem, rules)
+        rule = choose_rule(problem, rules)
+        algorithm, why = rule.algorithm, reason(rule, rules)
     elif not isinstance(algorithm, str) or algorithm not in REGISTRY:
         raise ValueError(f"algorithm: expected 'auto' or one of {algorithm_names()}, got "
                          f"{shown(algorithm)}")
+    else:
+        why = f"forced: algorithm={algorithm!r}"
     why_not = REGISTRY[algorithm].unsupported(problem)
     if why_not is not None:
         raise ValueError(f"algorithm: {algorithm!r} {why_not}")
-    return REGISTRY[algorithm].plan(problem)
+    return dataclasses.replace(REGISTRY[algorithm].plan(problem), reason=why)
 
 
 # --------------------------------------------------------------------------

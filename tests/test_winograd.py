@@ -15,7 +15,7 @@ from strategies import DTYPES, LAYOUTS, MODES, padding_forms, valid_geometry
 import numbaconv
 from numbaconv import _args
 from numbaconv._plan import backward_plan, problem_of
-from numbaconv.algorithms import REGISTRY, winograd
+from numbaconv.algorithms import REGISTRY, RULES, winograd
 
 
 @st.composite
@@ -179,6 +179,11 @@ def test_the_dispatcher_takes_it_for_wide_layers_with_many_pixels(restore_config
     assert algorithm((1, 512, 14, 14), (512, 512, 3, 3)) != "winograd"  # too few pixels
     plan = numbaconv.explain(*vgg, padding=1)
     assert plan.tile.m == 4 and "F(4x4, 3x3)" in str(plan)
+    said = " ".join(str(plan).split())  # explain() says why, and where the evidence is
+    assert f"why RULES #{[r.algorithm for r in RULES].index('winograd') + 1}," in said
+    assert '"Winograd: F(4x4) and F(2x2)"' in said and "WINOGRAD_MIN_CHANNELS" in said
+    assert "why forced: algorithm='winograd'" in " ".join(str(numbaconv.explain(
+        *vgg, padding=1, algorithm="winograd")).split())
     assert numbaconv.explain((8, 512, 7, 7), (512, 512, 3, 3), padding=1,
                              algorithm="winograd").tile.m == 2  # few 4x4 tiles
     restore_config.winograd = False

@@ -132,13 +132,20 @@ BACKWARD_RULES: tuple[Rule, ...] = (
 )
 
 
-def choose(problem: Problem, rules: tuple[Rule, ...] = RULES) -> str:
-    """The algorithm of the first rule that applies to ``problem``."""
+def choose_rule(problem: Problem, rules: tuple[Rule, ...] = RULES) -> Rule:
+    """The first rule that applies to ``problem``."""
     for rule in rules:
         if rule.applies(problem):
-            return rule.algorithm
+            return rule
     raise AssertionError("the last rule applies to every problem")  # pragma: no cover
 
 
+def reason(rule: Rule, rules: tuple[Rule, ...]) -> str:
+    """explain()'s why-line for a plan the dispatcher chose by ``rule``."""
+    table = "BACKWARD_RULES" if rules is BACKWARD_RULES else "RULES"
+    return (f"{table} #{rules.index(rule) + 1}, {rule.when} (docs/design/decisions.md: "
+            f"\"{rule.why}\")")
+
+
 __all__ = ["BACKWARD_RULES", "REGISTRY", "RULES", "Algorithm", "Plan", "Problem", "Rule",
-           "choose", "register"]
+           "choose_rule", "reason", "register"]

@@ -9,6 +9,7 @@ and, optionally, how it computes the gradients.  The dispatcher's rules
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -60,7 +61,8 @@ class Plan:
     algorithm : str
         The registered algorithm that runs it (``numbaconv.algorithms``):
         ``"gemm_1x1"``, ``"pointwise_gemm"``, ``"im2col_gemm"``,
-        ``"indirect_gemm"``, ``"packed_gemm"`` or ``"direct_depthwise"``.
+        ``"indirect_gemm"``, ``"packed_gemm"``, ``"direct_depthwise"`` or
+        ``"winograd"``.
     layout : Layout
         NCHW or NHWC (equal to its name, ``plan.layout == "NHWC"``).
     dtype : str
@@ -93,6 +95,10 @@ class Plan:
         (``pack_weight``) instead of being built per call.
     isa : str
         The ISA variant whose register tile the kernels use (``machine``).
+    reason : str
+        Why this algorithm: the dispatcher's rule that chose it (its
+        condition and the heading of its evidence in docs/design/decisions.md),
+        or that it was forced.
     """
 
     algorithm: str
@@ -113,6 +119,7 @@ class Plan:
     tile: object | None = None
     prepacked: bool = False
     isa: str = field(default_factory=machine.variant)
+    reason: str = field(default="", compare=False)
 
     @property
     def register_tile(self) -> RegisterTile:
@@ -153,6 +160,9 @@ class Plan:
         ]
         if algorithm.tiled:
             lines.append(f"  tile   {self.register_tile}")
+        if self.reason:
+            lines.append(textwrap.fill(self.reason, 100, initial_indent="  why    ",
+                                       subsequent_indent=" " * 9))
         return "\n".join(lines)
 
 
