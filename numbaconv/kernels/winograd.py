@@ -35,19 +35,19 @@ def _tile_at(t, th, tw):
 
 
 @numba.njit(inline="always")
-def _combine(dst, d, src, s0, step, mat, row, nv, lb):
-    """Block d of dst = sum over e of mat[row, e] * block (s0 + e * step) of src.
+def _combine(dst, d, src, s0, step, mat, row, n):
+    """dst[d + :n] = sum over e of mat[row, e] * src[s0 + e * step + :n], zeros skipped.
 
-    Blocks are lb apart, their first nv values used; zero coefficients skipped.
+    One row of a transform's pass: every pass of the input, output and
+    weight transforms is this, over runs of n tiles, channels or filters.
     """
-    base = d * lb
-    fill_zero(dst, base, nv)
+    fill_zero(dst, d, n)
     for e in range(mat.shape[1]):
         f = mat[row, e]
         if f != 0:
-            s = (s0 + e * step) * lb
-            for i in range(nv):
-                dst[U(base + i)] += f * src[U(s + i)]
+            s = s0 + e * step
+            for i in range(n):
+                dst[U(d + i)] += f * src[U(s + i)]
 
 
 @numba.njit(inline="always")
@@ -60,10 +60,10 @@ def _sandwich(src, tmp, dst, mat, nv, lb):
     r, alpha = mat.shape
     for k in range(alpha):  # tmp[k, b] = sum over l of src[k, l] * mat[b, l]
         for b in range(r):
-            _combine(tmp, k * r + b, src, k * alpha, 1, mat, b, nv, lb)
+            _combine(tmp, (k * r + b) * lb, src, k * alpha * lb, lb, mat, b, nv)
     for a in range(r):  # dst[a, b] = sum over k of mat[a, k] * tmp[k, b]
         for b in range(r):
-            _combine(dst, a * r + b, tmp, b, r, mat, a, nv, lb)
+            _combine(dst, (a * r + b) * lb, tmp, b * lb, r * lb, mat, a, nv)
 
 
 @kernel("winograd_in", "NCHW", "x_in", "c1_out", "i", "i", "i", "i", "t1", "t1", "c2_in", "i",
@@ -208,26 +208,12 @@ def _filter(src, s0, s_tap, t, u, d0, d_ab, gm, n):
     """u[d0 + (a, b) * d_ab + :n] = (G g G^T)[a, b] of the n filters g whose tap (k, l) is
     src[s0 + (k * 3 + l) * s_tap + :n]: G g into ``t`` (alpha x 3 rows), then (G g) G^T."""
     alpha = gm.shape[0]
-    for a in range(alpha):
+    for a in range(alpha):  # t[a, e] = sum over k of gm[a, k] * g[k, e]
         for e in range(3):
-            d = (a * 3 + e) * n
-            fill_zero(t, d, n)
-            for k in range(3):
-                f = gm[a, k]
-                if f != 0:
-                    s = s0 + (k * 3 + e) * s_tap
-                    for j in range(n):
-                        t[U(d + j)] += f * src[U(s + j)]
-    for a in range(alpha):
+            _combine(t, (a * 3 + e) * n, src, s0 + e * s_tap, 3 * s_tap, gm, a, n)
+    for a in range(alpha):  # u[a, b] = sum over e of t[a, e] * gm[b, e]
         for b in range(alpha):
-            d = d0 + (a * alpha + b) * d_ab
-            fill_zero(u, d, n)
-            for e in range(3):
-                f = gm[b, e]
-                if f != 0:
-                    s = (a * 3 + e) * n
-                    for j in range(n):
-                        u[U(d + j)] += f * t[U(s + j)]
+            _combine(u, d0 + (a * alpha + b) * d_ab, t, a * 3 * n, n, gm, b, n)
 
 
 @kernel("winograd_weight", "NCHW", "c1_in", "c1_out", "c2_in", "i", "i")
