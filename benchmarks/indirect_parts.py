@@ -73,7 +73,7 @@ def parts(x, w, kw: dict, calls: int) -> str:
     dims = tile.dims.vector  # a whole chunk of nb images
     t_conv = median_time(lambda: launch.conv(xp.reshape(-1), wf, wpk, b, has_bias,
                                              out[:nb].reshape(-1), tile.offsets, dims, tile.kc,
-                                             tile.tiles, tile.panels), calls)
+                                             tile.tiles, tile.panels, 0), calls)
     chunks = -(-plan.geometry.n // nb)
     rest = whole - chunks * (t_pad + t_conv) - t_pack
     kernel_time = chunks * t_conv

@@ -26,18 +26,17 @@ def blobs(rng, n, size=16, count=3):
 def train(steps=300, lr=0.05, batch=32, seed=0, every=50):
     """Returns the list of (step, loss) it printed."""
     rng = np.random.default_rng(seed)
-    encode = numbaconv.Conv2d(1, 8, 3, stride=2, padding=1, rng=rng)
+    encode = numbaconv.Conv2d(1, 8, 3, stride=2, padding=1, activation="relu", rng=rng)
     decode = numbaconv.ConvTranspose2d(8, 1, 3, stride=2, padding=1, output_padding=1, rng=rng)
     history = []
     for step in range(steps + 1):
         x = blobs(rng, batch)
-        h = encode.forward(x)                    # (32, 8, 8, 8)
-        a = np.maximum(h, 0)                     # ReLU
+        a = encode.forward(x)                    # (32, 8, 8, 8), ReLU fused
         y = decode.forward(a)                    # (32, 1, 16, 16)
         loss = float(np.mean((y - x) ** 2))
         grad_y = 2 * (y - x) / y.size            # d loss / d y
         grad_a = decode.backward(grad_y)
-        encode.backward(grad_a * (h > 0))        # through the ReLU
+        encode.backward(grad_a)                  # through the ReLU too
         for layer in (encode, decode):           # plain SGD
             for param, grad in layer.parameters():
                 param -= lr * grad

@@ -264,13 +264,14 @@ class NdPlan:
 # --------------------------------------------------------------------------
 # The computations, on C-contiguous arrays of the compute dtype
 # --------------------------------------------------------------------------
-def forward(low: Lowered, x, w, bias, dtype) -> np.ndarray:
-    """y = conv(x, w) + bias, n-d, through the 2-d conv2d."""
+def forward(low: Lowered, x, w, bias, dtype, activation=None) -> np.ndarray:
+    """y = activation(conv(x, w) + bias), n-d, through the 2-d conv2d."""
     dtype = np.dtype(dtype)
     w2 = low.weight2(w)
     y = np.empty(low.y_shape(), dtype)
     for r0, nr in low.chunks(dtype.itemsize):
-        y2 = conv2d(low.fold(x, r0, nr, dtype), w2, bias, **low.conv_kwargs())
+        y2 = conv2d(low.fold(x, r0, nr, dtype), w2, bias, activation=activation,
+                    **low.conv_kwargs())
         if nr == low.rows and (not low.folds or low.layout.channels_last):
             return y2.reshape(low.y_shape())
         low.put_rows(y, r0, y2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _args
+from ._activation import activation_code
 from ._execute import gather, scatter
 from ._plan import Plan, get_plan, make_plan, plan_call
 from .algorithms import REGISTRY
@@ -43,7 +44,7 @@ def _check_bias(bias, o: int) -> None:
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           layout="NCHW", padding_mode="zeros"):
+           layout="NCHW", padding_mode="zeros", activation=None):
     """2-D convolution (cross-correlation, as in PyTorch and TensorFlow).
 
     Parameters
@@ -68,6 +69,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     layout : {"NCHW", "NHWC"}
     padding_mode : {"zeros", "reflect", "replicate", "circular"}
         PyTorch's padding modes, applied inside the gather (no padded copy).
+    activation : {None, "relu", "relu6", "silu"}
+        Applied to the result (after the bias) where the kernel writes it,
+        with no second pass over the output: ``conv2d(..., activation="relu")``
+        equals ``np.maximum(conv2d(...), 0)``.  ReLU6 clips to [0, 6]; SiLU is
+        ``v * sigmoid(v)``.  NaN stays NaN.
 
     Returns
     -------
@@ -94,22 +100,27 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            [42., 46., 50.]], dtype=float32)
     >>> numbaconv.conv2d(x, w, padding="same").shape
     (1, 1, 4, 4)
+    >>> numbaconv.conv2d(x, w, -30.0 * np.ones(1, np.float32), activation="relu")[0, 0]
+    array([[ 0.,  0.,  0.],
+           [ 0.,  0.,  4.],
+           [12., 16., 20.]], dtype=float32)
     >>> xt = x.transpose(0, 2, 3, 1)            # NHWC
     >>> wt = w.transpose(2, 3, 1, 0)            # HWIO
     >>> numbaconv.conv2d(xt, wt, layout="NHWC").shape
     (1, 3, 3, 1)
     """
     return conv2d_with(x, weight, bias, stride, padding, dilation, groups, layout=layout,
-                       padding_mode=padding_mode)
+                       padding_mode=padding_mode, activation=activation)
 
 
 def conv2d_with(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-                layout="NCHW", padding_mode="zeros", algorithm="auto"):
+                layout="NCHW", padding_mode="zeros", activation=None, algorithm="auto"):
     """:func:`conv2d` with the dispatcher's choice forced to ``algorithm``.
 
     For layout and algorithm experiments (``numbaconv bench --algorithm``).
     """
     layout = _args.layout_of(layout)
+    act = activation_code(activation)
     packed = weight if isinstance(weight, PackedWeight) else None
     x, unbatched, weight, bias = _conv_inputs(x, weight, bias, layout)
     hyper = (stride, padding, dilation, groups, padding_mode, algorithm)
@@ -137,7 +148,8 @@ def conv2d_with(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         args = (plan, _args.contiguous(x, dtype), _args.contiguous(weight, dtype),
                 None if bias is None else _args.contiguous(bias, dtype), out)
         algorithm = REGISTRY[plan.algorithm]
-        algorithm.run(*args, None if packed is None else algorithm.from_packed(plan, packed))
+        algorithm.run(*args, None if packed is None else algorithm.from_packed(plan, packed),
+                      act)
     return out[0] if unbatched else out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _args, _rank
+from ._activation import activation_code
 from .backward import _needs
 from .packed import PackedWeight
 from .transpose import conv_transpose
@@ -37,8 +38,9 @@ def _inputs(rank, x, weight, bias, layout):
 
 
 def conv_nd(rank: int, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-            layout, padding_mode="zeros") -> np.ndarray:
+            layout, padding_mode="zeros", activation=None) -> np.ndarray:
     """The convolution of ``rank`` spatial axes; conv1d and conv3d call this."""
+    activation_code(activation)  # checked here too: a call with N == 0 runs no conv2d
     if isinstance(weight, PackedWeight):
         raise TypeError(f"weight: a PackedWeight is for conv2d only; pass the {rank}-d weight "
                         "array")
@@ -51,7 +53,8 @@ def conv_nd(rank: int, x, weight, bias=None, stride=1, padding=0, dilation=1, gr
     dtype = _args.result_dtype(x, weight, bias)
     y = _rank.forward(_rank.lower(g, layout), _args.contiguous(x, dtype),
                       _args.contiguous(weight, dtype),
-                      None if bias is None else _args.contiguous(bias, dtype), dtype)
+                      None if bias is None else _args.contiguous(bias, dtype), dtype,
+                      activation)
     return y[0] if unbatched else y
 
 
@@ -205,7 +208,7 @@ def col2im_nd(cols, output_size, kernel_size, stride, padding, dilation, layout,
 # The public functions of each rank
 # --------------------------------------------------------------------------
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCW",
-           padding_mode="zeros"):
+           padding_mode="zeros", activation=None):
     """1-D convolution (cross-correlation), as ``torch.nn.functional.conv1d``.
 
     Parameters
@@ -222,6 +225,8 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     groups : int
     layout : {"NCW", "NWC"}
     padding_mode : {"zeros", "reflect", "replicate", "circular"}
+    activation : {None, "relu", "relu6", "silu"}
+        Fused into the kernels' write-out, as in :func:`numbaconv.conv2d`.
 
     Returns
     -------
@@ -239,11 +244,11 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     (1, 1, 3)
     """
     return conv_nd(1, x, weight, bias, stride, padding, dilation, groups, layout=layout,
-                   padding_mode=padding_mode)
+                   padding_mode=padding_mode, activation=activation)
 
 
 def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           layout="NCDHW", padding_mode="zeros"):
+           layout="NCDHW", padding_mode="zeros", activation=None):
     """3-D convolution (cross-correlation), as ``torch.nn.functional.conv3d``.
 
     Parameters
@@ -261,6 +266,8 @@ def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     groups : int
     layout : {"NCDHW", "NDHWC"}
     padding_mode : {"zeros", "reflect", "replicate", "circular"}
+    activation : {None, "relu", "relu6", "silu"}
+        Fused into the kernels' write-out, as in :func:`numbaconv.conv2d`.
 
     Returns
     -------
@@ -280,7 +287,7 @@ def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     (1, 2, 2, 2, 3)
     """
     return conv_nd(3, x, weight, bias, stride, padding, dilation, groups, layout=layout,
-                   padding_mode=padding_mode)
+                   padding_mode=padding_mode, activation=activation)
 
 
 def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,

@@ -39,6 +39,7 @@ except ImportError as err:  # an optional extra
     raise ImportError('numbaconv.dask needs Dask: pip install "numbaconv[dask]"') from err
 
 from . import _args
+from ._activation import activation_code
 from ._threads import get_num_threads, threads
 from .conv import _batched, _check_bias
 from .conv import conv2d as _conv2d
@@ -68,10 +69,11 @@ class _Spec:
     pads: tuple  # ((top, bottom), (left, right)) padded by the call: axes in one chunk
     padding_mode: str
     threads: int  # the caller's count: what blocks use outside a distributed worker
+    activation: str | None
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           layout="NCHW", padding_mode="zeros"):
+           layout="NCHW", padding_mode="zeros", activation=None):
     """:func:`numbaconv.conv2d` of a Dask array, as a lazy Dask array.
 
     The arguments and the result are those of :func:`numbaconv.conv2d`; ``x``
@@ -98,6 +100,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     27.0
     """
     layout = _args.layout_of(layout)
+    activation_code(activation)  # now, not when the graph is computed
     x, unbatched = _batched(_dask_input(x), "x", layout)  # conv2d's ndim check and batch axis
     if isinstance(weight, PackedWeight):
         raise TypeError("weight: numbaconv.dask takes a plain weight array, got a PackedWeight")
@@ -123,7 +126,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     xp = _pad(x, [(0, 0) if one else p for one, p in zip(whole, axis_pads, strict=True)],
               g.padding_mode, h_axis, w_axis)
     spec = _Spec(g.stride, g.dilation, g.groups, layout.name, h_axis, w_axis, in_call,
-                 g.padding_mode, get_num_threads())
+                 g.padding_mode, get_num_threads(), activation)
     rows = [(0, g.p)] if whole[0] else _out_blocks(x.chunks[h_axis], g.pads[0], g.p,
                                                    g.stride[0])
     cols = [(0, g.q)] if whole[1] else _out_blocks(x.chunks[w_axis], g.pads[2], g.q,
@@ -275,4 +278,5 @@ def _block(grid, weight, bias, spec: _Spec):
     x = lines[0] if len(lines) == 1 else np.concatenate(lines, axis=spec.h_axis)
     with _computing, threads(_worker_threads(spec.threads)):
         return _conv2d(x, weight, bias, spec.stride, spec.pads, spec.dilation, spec.groups,
-                       layout=spec.layout, padding_mode=spec.padding_mode)
+                       layout=spec.layout, padding_mode=spec.padding_mode,
+                       activation=spec.activation)

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from . import _args, _rank
+from . import _activation, _args, _rank
 from ._execute import quiet_fp
 from ._plan import backward_plan
 from .algorithms import im2col_gemm
@@ -62,7 +62,9 @@ class _Layer:
 
     rank = 2  # spatial axes
 
-    def __init__(self, in_channels, out_channels, kernel_size, groups, bias, layout, dtype):
+    def __init__(self, in_channels, out_channels, kernel_size, groups, bias, layout, dtype,
+                 activation=None):
+        self.activation = activation
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
         self.groups = _positive_int(groups, "groups")
@@ -155,6 +157,47 @@ class _Layer:
                              f"forward), got {grad_out.shape}")
         return grad_out
 
+    @property
+    def activation(self) -> str | None:
+        """None, "relu", "relu6" or "silu": applied to the output (settable)."""
+        return self._activation
+
+    @activation.setter
+    def activation(self, value) -> None:
+        self._act = _activation.activation_code(value)
+        self._activation = value
+
+    def _fused(self) -> str | None:
+        """The activation forward fuses into its convolution.
+
+        All of it, but for SiLU in training: its backward needs the
+        activation's input, so the convolution then runs without it.
+        """
+        if self.training and self._act == _activation.ACT_SILU:
+            return None
+        return self.activation
+
+    def _activated(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the layer's output, what backward's activation gradient reads) in training.
+
+        ``y`` is the convolution's result with :meth:`_fused` applied.  ReLU
+        and ReLU6 read their own output (a reference, as PyTorch saves it);
+        SiLU its input.
+        """
+        if self._act == _activation.ACT_NONE:
+            return y, None
+        if self._act == _activation.ACT_SILU:
+            out = y.copy()
+            _activation.apply(out, self._act)
+            return out, y
+        return y, y
+
+    def _before_activation(self, gout: np.ndarray, kept) -> np.ndarray:
+        """The gradient of the convolution's result, from the layer's ``gout``."""
+        if self._act == _activation.ACT_NONE:
+            return gout
+        return np.ascontiguousarray(_activation.backward(gout, kept, self._act))
+
     def _store(self, gw, gb) -> None:
         # Parameters keep their dtype, whatever the inputs were promoted to.
         self.grad_weight = np.asarray(gw, self.weight.dtype)
@@ -176,6 +219,12 @@ class Conv2d(_Layer):
     layout : {"NCHW", "NHWC"}
         Activations ``(N, C, H, W)`` with an OIHW weight, or ``(N, H, W, C)``
         with an HWIO weight.
+    activation : {None, "relu", "relu6", "silu"}
+        Applied to the output, fused into the convolution (as
+        :func:`numbaconv.conv2d`'s ``activation``); ``backward`` takes the
+        gradient of the activated output.  For ReLU and ReLU6, forward keeps a
+        reference to its output, as PyTorch does: do not modify it in place
+        before backward.
     dtype : float32 or float64
     rng : numpy.random.Generator, int or None
         Source of the initial weights.
@@ -206,8 +255,9 @@ class Conv2d(_Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, padding_mode="zeros", *, layout="NCHW",
-                 dtype=np.float32, rng=None):
-        super().__init__(in_channels, out_channels, kernel_size, groups, bias, layout, dtype)
+                 activation=None, dtype=np.float32, rng=None):
+        super().__init__(in_channels, out_channels, kernel_size, groups, bias, layout, dtype,
+                         activation)
         kh, kw = self.kernel_size
         self.stride = _args.int_pair(stride, "stride", 1)
         self.dilation = _args.int_pair(dilation, "dilation", 1)
@@ -220,11 +270,13 @@ class Conv2d(_Layer):
 
     def _kwargs(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups, padding_mode=self.padding_mode)
+                    groups=self.groups, padding_mode=self.padding_mode,
+                    activation=self._fused())
 
     @quiet_fp
     def forward(self, x) -> np.ndarray:
-        """y = conv2d(x, weight, bias); keeps x (and its columns when they fit) unless eval()."""
+        """y = conv2d(x, weight, bias, activation=...); keeps x (and its columns when they
+        fit) unless eval()."""
         layout = _args.layout_of(self.layout)
         x = self._input(x)
         unbatched = x.ndim == 3
@@ -244,13 +296,14 @@ class Conv2d(_Layer):
             bias = None if self.bias is None else self.bias.astype(dtype)
             cols, y = im2col_gemm.run_keeping_columns(
                 plan, _args.contiguous(x4, dtype), _args.contiguous(self.weight, dtype), bias,
-                prev)
+                prev, _activation.activation_code(self._fused()))
         if cols is None:
             y = conv2d(x4, self.weight, self.bias, layout=layout, **self._kwargs())
+        y, kept = self._activated(y)
         # Like PyTorch's saved tensors, x itself (no copy unless its dtype or
         # layout needs one): an activation-sized copy costs ~15% of a 1x1 layer.
         self._cache = (g, dtype, None if cols is not None else _args.contiguous(x4, dtype),
-                       cols, unbatched)
+                       cols, unbatched, kept)
         self._eval_forward = False
         return y[0] if unbatched else y
 
@@ -258,10 +311,11 @@ class Conv2d(_Layer):
     def backward(self, grad_out) -> np.ndarray:
         """grad_x of the last forward; stores ``grad_weight`` and ``grad_bias``."""
         layout = _args.layout_of(self.layout)
-        g, dtype, x, cols, unbatched = self._cached()
+        g, dtype, x, cols, unbatched, kept = self._cached()
         expected = layout.x_shape(g.n, g.o, g.p, g.q)[unbatched:]
         grad_out = self._grad_out(grad_out, expected)
         gout = _args.contiguous(grad_out[None] if unbatched else grad_out, dtype)
+        gout = self._before_activation(gout, kept)
         w = _args.contiguous(self.weight, dtype)
         gw = grad_weight(g, layout, dtype, x, gout, cols=cols)
         gb = grad_bias(layout, gout) if self.bias is not None else None
@@ -274,7 +328,7 @@ class Conv2d(_Layer):
                 f"{self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
                 f"dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
                 f"padding_mode={self.padding_mode!r}, layout={self.layout!r}, "
-                f"dtype={self.dtype.name})")
+                f"activation={self.activation!r}, dtype={self.dtype.name})")
 
 
 class _ConvNd(_Layer):
@@ -282,9 +336,10 @@ class _ConvNd(_Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, padding_mode="zeros", *, layout=None,
-                 dtype=np.float32, rng=None):
+                 activation=None, dtype=np.float32, rng=None):
         layout = self._default_layout if layout is None else layout
-        super().__init__(in_channels, out_channels, kernel_size, groups, bias, layout, dtype)
+        super().__init__(in_channels, out_channels, kernel_size, groups, bias, layout, dtype,
+                         activation)
         self.stride = _args.int_tuple(stride, "stride", self.rank, 1)
         self.dilation = _args.int_tuple(dilation, "dilation", self.rank, 1)
         ones = (1,) * self.rank
@@ -297,7 +352,7 @@ class _ConvNd(_Layer):
 
     @quiet_fp
     def forward(self, x) -> np.ndarray:
-        """y = conv(x, weight, bias); keeps x for backward unless in eval mode."""
+        """y = conv(x, weight, bias, activation=...); keeps x for backward unless in eval mode."""
         layout = self._rank_layout
         x = self._input(x)
         unbatched = x.ndim == self.rank + 1
@@ -308,19 +363,22 @@ class _ConvNd(_Layer):
         xb = _args.contiguous(xb, dtype)
         low = _rank.lower(g, layout)
         bias = None if self.bias is None else self.bias.astype(dtype)
-        y = _rank.forward(low, xb, _args.contiguous(self.weight, dtype), bias, dtype)
+        y = _rank.forward(low, xb, _args.contiguous(self.weight, dtype), bias, dtype,
+                          self._fused())
         if not self.training:
             return self._inference(y[0] if unbatched else y)
-        self._cache = (low, dtype, xb, unbatched)
+        y, kept = self._activated(y)
+        self._cache = (low, dtype, xb, unbatched, kept)
         self._eval_forward = False
         return y[0] if unbatched else y
 
     @quiet_fp
     def backward(self, grad_out) -> np.ndarray:
         """grad_x of the last forward; stores ``grad_weight`` and ``grad_bias``."""
-        low, dtype, x, unbatched = self._cached()
+        low, dtype, x, unbatched, kept = self._cached()
         grad_out = self._grad_out(grad_out, low.y_shape()[unbatched:])
         gout = _args.contiguous(grad_out[None] if unbatched else grad_out, dtype)
+        gout = self._before_activation(gout, kept)
         gw = _rank.grad_weight(low, dtype, x, gout)
         gb = _rank.grad_bias(low.layout, gout) if self.bias is not None else None
         self._store(gw, gb)

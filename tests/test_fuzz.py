@@ -80,10 +80,12 @@ HOSTILE = SCALARS + ARRAYS + PACKED
 
 CALLS = {
     "conv2d": (numbaconv.conv2d, dict(x=X, weight=W, bias=B, stride=1, padding=1, dilation=1,
-                                      groups=1, layout="NCHW", padding_mode="zeros")),
+                                      groups=1, layout="NCHW", padding_mode="zeros",
+                                      activation="relu")),
     "conv2d_with": (numbaconv.conv2d_with, dict(x=X, weight=W, bias=B, stride=2, padding="same",
                                                 dilation=1, groups=1, layout="NCHW",
-                                                padding_mode="reflect", algorithm="auto")),
+                                                padding_mode="reflect", activation="silu",
+                                                algorithm="auto")),
     "explain": (numbaconv.explain, dict(x=X, weight=W, bias=B, stride=1, padding=1, dilation=2,
                                         groups=1, layout="NCHW", padding_mode="zeros",
                                         dtype=None, algorithm="auto")),
@@ -106,7 +108,8 @@ CALLS = {
     "pack_weight": (numbaconv.pack_weight, dict(weight=W, groups=1, layout="NCHW")),
     "Conv2d": (lambda **kw: numbaconv.Conv2d(**kw).forward(X), dict(
         in_channels=4, out_channels=6, kernel_size=3, stride=1, padding=1, dilation=1, groups=1,
-        bias=True, padding_mode="zeros", layout="NCHW", dtype=np.float32, rng=0)),
+        bias=True, padding_mode="zeros", layout="NCHW", activation="relu6", dtype=np.float32,
+        rng=0)),
     "ConvTranspose2d": (lambda **kw: numbaconv.ConvTranspose2d(**kw).forward(XT[:, :4]), dict(
         in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, output_padding=0,
         groups=1, bias=True, dilation=1, padding_mode="zeros", layout="NCHW",
@@ -115,10 +118,10 @@ CALLS = {
                        dict(x=X)),
     "conv1d": (numbaconv.conv1d, dict(x=X1, weight=W1, bias=B, stride=2, padding="same",
                                       dilation=1, groups=1, layout="NCW",
-                                      padding_mode="reflect")),
+                                      padding_mode="reflect", activation="relu")),
     "conv3d": (numbaconv.conv3d, dict(x=X3, weight=W3, bias=B, stride=(1, 2, 1), padding=1,
                                       dilation=1, groups=1, layout="NCDHW",
-                                      padding_mode="circular")),
+                                      padding_mode="circular", activation="relu6")),
     "conv1d_backward": (numbaconv.conv1d_backward, dict(
         grad_out=G[:, :, 0], x=X1, weight=W1, stride=1, padding=1, dilation=1, groups=1,
         layout="NCW", padding_mode="zeros", needs=(True, True, True))),
@@ -133,10 +136,12 @@ CALLS = {
         groups=1, dilation=1, layout="NCDHW", output_size=None)),
     "Conv1d": (lambda **kw: numbaconv.Conv1d(**kw).forward(X1), dict(
         in_channels=4, out_channels=6, kernel_size=3, stride=1, padding=1, dilation=1, groups=1,
-        bias=True, padding_mode="zeros", layout="NCW", dtype=np.float32, rng=0)),
+        bias=True, padding_mode="zeros", layout="NCW", activation="silu", dtype=np.float32,
+        rng=0)),
     "Conv3d": (lambda **kw: numbaconv.Conv3d(**kw).forward(X3), dict(
         in_channels=4, out_channels=6, kernel_size=3, stride=1, padding=1, dilation=1, groups=1,
-        bias=True, padding_mode="zeros", layout="NCDHW", dtype=np.float32, rng=0)),
+        bias=True, padding_mode="zeros", layout="NCDHW", activation="relu", dtype=np.float32,
+        rng=0)),
     "ConvTranspose1d": (lambda **kw: numbaconv.ConvTranspose1d(**kw).forward(X1), dict(
         in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, output_padding=0,
         groups=1, bias=True, dilation=1, padding_mode="zeros", layout="NCW",

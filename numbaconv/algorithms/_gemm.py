@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import config
+from .. import _activation, config
 from .._args import Geometry, Layout, ceil_div
 from .._execute import view
 from .._tables import IndexTables
@@ -98,8 +98,10 @@ def weight_matrices(plan: Plan, w: np.ndarray) -> np.ndarray:
     return view(w, (g.groups, g.og, g.cg * kk))
 
 
-def unbatch(plan: Plan, tmp: np.ndarray, out: np.ndarray, n0: int, nb: int, bias) -> None:
-    """Copy a batched GEMM's (G, Og, nb*L) result into out[n0:n0+nb] (NCHW), adding bias."""
+def unbatch(plan: Plan, tmp: np.ndarray, out: np.ndarray, n0: int, nb: int, bias,
+            act: int = 0) -> None:
+    """Copy a batched GEMM's (G, Og, nb*L) result into out[n0:n0+nb] (NCHW), adding bias
+    and applying the activation ``act``."""
     g = plan.geometry
     length = g.p * g.q
     src = tmp.reshape(g.groups, g.og, nb, length).transpose(2, 0, 1, 3)
@@ -108,6 +110,7 @@ def unbatch(plan: Plan, tmp: np.ndarray, out: np.ndarray, n0: int, nb: int, bias
         np.copyto(dst, src)
     else:
         np.add(src, bias.reshape(g.groups, g.og, 1), out=dst)
+    _activation.apply(dst, act)
 
 
 def chunks(plan: Plan):

@@ -51,16 +51,17 @@ def plan(problem: Problem) -> Plan:
     return problem.plan("direct_depthwise", tables=IndexTables.build(problem.geometry))
 
 
-def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=None) -> None:
+def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=None,
+        act: int = 0) -> None:
     g, t = plan.geometry, plan.tables
     kernel = kernels.get("depthwise", plan.layout.name, plan.dtype)
     b, has_bias = bias_arg(bias, x.dtype)
     with serial_below(x.nbytes + out.nbytes):
         if plan.layout.channels_last:
-            kernel(x, w, b, has_bias, out, t.htab, t.wtab)
+            kernel(x, w, b, has_bias, out, t.htab, t.wtab, act)
         else:  # reads a padded plane of each channel (_tables.padded_axis)
             dh, dw = g.dilation
-            kernel(x, w, b, has_bias, out, t.prow, t.pcol, g.pads[2], t.sh, t.sw, dh, dw)
+            kernel(x, w, b, has_bias, out, t.prow, t.pcol, g.pads[2], t.sh, t.sw, dh, dw, act)
 
 
 def _grad(plan: Plan, kind: str, a: np.ndarray, b: np.ndarray, shape) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _activation
 from .._execute import quiet_fp, view, workspace
 from ._base import Algorithm, Plan, Problem, is_pointwise, register
 from ._gemm import (
@@ -35,7 +36,8 @@ def plan(problem: Problem) -> Plan:
     return plan_gemm(problem, "gemm_1x1", columns=False)
 
 
-def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=None) -> None:
+def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=None,
+        act: int = 0) -> None:
     g = plan.geometry
     wp = weight_matrices(plan, w)
     hw = g.h * g.w
@@ -45,12 +47,14 @@ def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=
         np.matmul(view(x, (rows, g.groups, g.cg)).transpose(1, 0, 2), wp, out=o)
         if bias is not None:
             out += bias
+        _activation.apply(out, act)
         return
     if not plan.gemm_batched:
         o = view(out, (g.n, g.groups, g.og, hw))
         np.matmul(wp, view(x, (g.n, g.groups, g.cg, hw)), out=o)
         if bias is not None:
             o += bias.reshape(g.groups, g.og, 1)
+        _activation.apply(out, act)
         return
     # Small images: x[n0:n0+nb] as (C, nb*H*W), one GEMM, then into place.
     buf = workspace(plan.workspace_bytes, x.dtype)
@@ -59,7 +63,7 @@ def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=
         xt = channel_major(buf[: g.c * nb * hw], x[n0 : n0 + nb])
         tmp = view(buf[g.c * nb * hw : (g.c + g.o) * nb * hw], (g.groups, g.og, nb * hw))
         np.matmul(wp, view(xt, (g.groups, g.cg, nb * hw)), out=tmp)
-        unbatch(plan, tmp, out, n0, nb, bias)
+        unbatch(plan, tmp, out, n0, nb, bias, act)
 
 
 def grad_input(plan: Plan, w: np.ndarray, gout: np.ndarray) -> np.ndarray:

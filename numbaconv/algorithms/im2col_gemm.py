@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .. import _activation
 from .._execute import gather, quiet_fp, scatter, view, workspace
 from ._base import Algorithm, Plan, Problem, register
 from ._gemm import (
@@ -50,9 +51,10 @@ def chunk_columns(plan: Plan, buf: np.ndarray, nb: int, pb: int) -> tuple[np.nda
 
 
 def multiply(plan: Plan, cols: np.ndarray, wp: np.ndarray, bias, out: np.ndarray,
-             n0: int, nb: int, p0: int, pb: int, buf=None) -> None:
+             n0: int, nb: int, p0: int, pb: int, buf=None, act: int = 0) -> None:
     """out[images n0:n0+nb, rows p0:p0+pb] = the GEMM of ``cols`` (``cols_shape``) and the
-    weight matrices ``wp``, plus bias.  A batched GEMM's result passes through ``buf``."""
+    weight matrices ``wp``, plus bias, through the activation ``act``.  A batched GEMM's
+    result passes through ``buf``."""
     g = plan.geometry
     kk, length = g.kh * g.kw, pb * g.q
     if plan.layout.channels_last:
@@ -62,28 +64,32 @@ def multiply(plan: Plan, cols: np.ndarray, wp: np.ndarray, bias, out: np.ndarray
         np.matmul(view(cols, (rows, g.groups, kk * g.cg)).transpose(1, 0, 2), wp, out=o)
         if bias is not None:
             o2 += bias
+        _activation.apply(o2, act)  # the chunk just written, still in cache
     elif plan.gemm_batched:  # whole small images: pb == P
         tmp = view(buf[: g.o * nb * length], (g.groups, g.og, nb * length))
         np.matmul(wp, view(cols, (g.groups, g.cg * kk, nb * length)), out=tmp)
-        unbatch(plan, tmp, out, n0, nb, bias)
+        unbatch(plan, tmp, out, n0, nb, bias, act)
     else:
         o = view(out[n0 : n0 + nb, :, p0 : p0 + pb], (nb, g.groups, g.og, length))
         np.matmul(wp, view(cols, (nb, g.groups, g.cg * kk, length)), out=o)
         if bias is not None:
             o += bias.reshape(g.groups, g.og, 1)
+        _activation.apply(o, act)
 
 
-def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=None) -> None:
+def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=None,
+        act: int = 0) -> None:
     wp = weight_matrices(plan, w)
     buf = workspace(plan.workspace_bytes, x.dtype)
     for n0, nb, p0, pb in chunks(plan):
         cols, size = chunk_columns(plan, buf, nb, pb)
         gather(plan, x, cols, n0, p0, nb, row_major=plan.gemm_batched)
-        multiply(plan, cols, wp, bias, out, n0, nb, p0, pb, buf[size:])
+        multiply(plan, cols, wp, bias, out, n0, nb, p0, pb, buf[size:], act)
 
 
 def run_keeping_columns(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
-                        cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        cols: np.ndarray | None = None,
+                        act: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(columns, output) of a one-chunk plan, the columns in a buffer the caller keeps.
 
     ``cols``, a buffer of the last call, is reused when its shape fits; the
@@ -97,7 +103,7 @@ def run_keeping_columns(plan: Plan, x: np.ndarray, w: np.ndarray, bias,
     out = np.empty(plan.layout.x_shape(g.n, g.o, g.p, g.q), x.dtype)
     buf = workspace(g.o * g.n * g.p * g.q * x.dtype.itemsize, x.dtype) if (
         plan.gemm_batched) else None
-    multiply(plan, cols, weight_matrices(plan, w), bias, out, 0, g.n, 0, g.p, buf)
+    multiply(plan, cols, weight_matrices(plan, w), bias, out, 0, g.n, 0, g.p, buf, act)
     return cols, out
 
 

@@ -304,7 +304,7 @@ def prepare(plan: Plan) -> Launch:
 
 
 def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray,
-        panels: np.ndarray | None = None) -> None:
+        panels: np.ndarray | None = None, act: int = 0) -> None:
     """``panels``: a ``PackedWeight``'s, when ``plan.prepacked`` (then none are built)."""
     launch, tile = plan.launch, plan.tile
     buf = workspace(plan.workspace_bytes, x.dtype)
@@ -333,7 +333,7 @@ def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray,
                 kernel(x[n0 : n0 + nb], xp, *tables)
         dims = tile.dims.vector if nb == chunk else launch.last_dims
         launch.conv(xp.reshape(-1), wf, wpk, b, has_bias, out[n0 : n0 + nb].reshape(-1),
-                    tile.offsets, dims, tile.kc, tile.tiles, tile.panels)
+                    tile.offsets, dims, tile.kc, tile.tiles, tile.panels, act)
 
 
 def from_packed(plan: Plan, packed) -> np.ndarray | None:

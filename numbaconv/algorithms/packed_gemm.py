@@ -81,13 +81,14 @@ def describe(plan: Plan) -> str:
             "Numba micro-kernel")
 
 
-def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=None) -> None:
+def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=None,
+        act: int = 0) -> None:
     g, t, tile = plan.geometry, plan.tables, plan.tile
     kernel = kernels.get("packed_gemm", plan.layout.name, plan.dtype, plan.isa)
     b, has_bias = bias_arg(bias, x.dtype)
     quiet_blas_before(plan.flops)
     kernel(x, view(w, (g.o, g.cg * g.kh * g.kw)), b, has_bias, out, t.htab, t.wtab, t.hint,
-           t.wint, t.sh, t.sw, g.groups, tile.kc, tile.nc, tile.mc)
+           t.wint, t.sh, t.sw, g.groups, tile.kc, tile.nc, tile.mc, act)
 
 
 ALGORITHM = register(Algorithm(

@@ -122,7 +122,8 @@ def describe(plan: Plan) -> str:
             f"{min(t.panels * rt.nr, plan.gemm_n)} columns, K blocks of {t.kc}")
 
 
-def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=None) -> None:
+def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=None,
+        act: int = 0) -> None:
     tile = plan.tile
     kernel = kernels.get("pointwise_gemm", "ANY", plan.dtype, plan.isa)
     b, has_bias = bias_arg(bias, x.dtype)
@@ -130,7 +131,7 @@ def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=
     check_reshapable("pointwise_gemm", x, out)
     with numba_only()(x.nbytes + out.nbytes):  # no BLAS runs in here
         kernel(a.reshape(-1), bm.reshape(-1), b, has_bias, out.reshape(-1), tile.dims.vector,
-               tile.kc, tile.panels, tile.row_tiles)
+               tile.kc, tile.panels, tile.row_tiles, act)
 
 
 ALGORITHM = register(Algorithm(

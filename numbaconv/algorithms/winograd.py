@@ -176,7 +176,7 @@ def from_packed(plan: Plan, packed) -> np.ndarray:
 
 
 def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray,
-        u: np.ndarray | None = None) -> None:
+        u: np.ndarray | None = None, act: int = 0) -> None:
     """``u``: the transformed weight, from a PackedWeight; else made here, per call."""
     g, t, launch = plan.geometry, plan.tile, plan.launch
     aa, layout = t.alpha * t.alpha, plan.layout
@@ -203,7 +203,7 @@ def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray,
         else:
             np.matmul(u, view(v, (aa, g.groups, g.cg, nt)), out=view(mm, (aa, g.groups, g.og, nt)))
         with numba_only()(mm.nbytes):
-            back(mm, out, t0, nt, t.tiles_h, t.tiles_w, launch.at, b, has_bias, t.block)
+            back(mm, out, t0, nt, t.tiles_h, t.tiles_w, launch.at, b, has_bias, t.block, act)
 
 
 def transposed(g: Geometry) -> Geometry | None:

@@ -23,12 +23,13 @@ from ._copy import (
     scatter_row,
 )
 from ._registry import kernel
+from .epilogue import activate
 
 
 @kernel("depthwise", "NCHW", "x_in", "x_in", "c1_in", "i", "x_out", "t1", "t1", "i", "i", "i", "i",
-        "i")
-def depthwise_nchw(x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw):
-    """out[n, o, p, q] = sum_{kh,kw} w[o, 0, kh, kw] * x[n, o // m, h, w] (+ bias[o]).
+        "i", "i")
+def depthwise_nchw(x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw, act):
+    """out[n, o, p, q] = act(sum_{kh,kw} w[o, 0, kh, kw] * x[n, o // m, h, w] (+ bias[o])).
 
     One task per (image, output channel) plane.  The plane is first copied
     into a padded scratch plane (``prow[i]``, ``pcol[j]``: the input row and
@@ -111,11 +112,12 @@ def depthwise_nchw(x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw
         for p in range(p_n):
             for q in range(q_n):
                 of[U(base + p * q_n + q)] = acc[U(p * width + q)] + b0
+        activate(of, base, p_n * q_n, act)  # the plane just written, in cache
 
 
-@kernel("depthwise", "NHWC", "x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2")
-def depthwise_nhwc(x, w, bias, has_bias, out, htab, wtab):
-    """out[n, p, q, o] = sum_{kh,kw} w[kh, kw, 0, o] * x[n, h, w, o // m] (+ bias[o]).
+@kernel("depthwise", "NHWC", "x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2", "i")
+def depthwise_nhwc(x, w, bias, has_bias, out, htab, wtab, act):
+    """out[n, p, q, o] = act(sum_{kh,kw} w[kh, kw, 0, o] * x[n, h, w, o // m] (+ bias[o])).
 
     One task per (image, output row); the innermost loop runs over the
     channels, contiguous in x, w and out.
@@ -151,6 +153,7 @@ def depthwise_nhwc(x, w, bias, has_bias, out, htab, wtab):
                         s = ((n * h_n + h) * w_n + col) * c_n
                         for o in range(o_n):
                             of[U(d + o)] += wf[U(wb + o)] * xf[U(s + o // m)]
+            activate(of, d, o_n, act)
 
 
 # --------------------------------------------------------------------------

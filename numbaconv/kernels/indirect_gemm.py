@@ -10,14 +10,16 @@ from numba import prange
 
 from ._copy import U
 from ._registry import kernel
+from .epilogue import activate
 from .packing import panel
 from .registers import copy_line, microkernel_indirect, transpose_block
 
 
 @kernel("indirect_gemm", "ANY", "tile", "c1_in", "c1_in", "c1_in", "c1_in", "i", "c1_out", "t1",
-        "t1", "i", "i", "i")  # the layout is data: see ``dims``
-def conv_indirect(tile, xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, ob_blk):
-    """out = conv(x, w) (+ bias) from the padded input, with no column matrix.
+        "t1", "i", "i", "i", "i")  # the layout is data: see ``dims``
+def conv_indirect(tile, xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_blk, ob_blk,
+                  act):
+    """out = act(conv(x, w) (+ bias)) from the padded input, with no column matrix.
 
     GEMM view: out[m, o] = sum_k A[m, k] * W[k, o] over output pixels
     m = (n, p, q) and taps k.  A is never built: pixel m's receptive field
@@ -43,6 +45,8 @@ def conv_indirect(tile, xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_
     ``wpk`` when the runner packed it once (many tasks share each panel),
     else packed per task: then each panel is read once from the caller's
     weight, which halves the memory traffic of a deep layer at batch 1.
+    The activation ``act`` (``epilogue``) runs on the task's sums before
+    the write-out, while they are in cache.
     """
     n_n, pq, q_n, groups, og, k_n = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5]
     xs_n, xs_g, xs_p, xs_q = dims[6], dims[7], dims[8], dims[9]
@@ -111,6 +115,7 @@ def conv_indirect(tile, xf, wf, wpk, bias, has_bias, of, koff, dims, kc_blk, mt_
                 for t in range(nt):
                     microkernel_indirect(tile, kc, xf, rows, t * mr, koff, pc, bp, b0, acc,
                                          (ob - ob0) * pst + t * mr * nr, nr)
+        activate(acc, 0, acc.size, act)
         if direct:  # NHWC: each pixel's channels are a run of the output row
             for p in range(nb):
                 cols = min(nr, jn - p * nr)

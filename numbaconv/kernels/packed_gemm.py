@@ -13,15 +13,16 @@ from numba import prange
 
 from ._copy import U
 from ._registry import kernel
+from .epilogue import activate
 from .packing import _pixel, pack_nchw
 from .registers import microkernel
 
 
 @kernel("packed_gemm", "NCHW", "tile", "x_in", "c2_in", "c1_in", "i", "x_out", "t2", "t2", "t2",
-        "t2", "i", "i", "i", "i", "i", "i")
+        "t2", "i", "i", "i", "i", "i", "i", "i")
 def conv_nchw(tile, x, w, bias, has_bias, out, htab, wtab, hint, wint, sh, sw, groups, kc_blk,
-              nc_blk, mc_blk):
-    """out = conv(x, w) (+ bias), NCHW/OIHW, by packed column tiles and the micro-kernel.
+              nc_blk, mc_blk, act):
+    """out = act(conv(x, w) (+ bias)), NCHW/OIHW, by packed column tiles and the micro-kernel.
 
     ``w`` is the OIHW weight as (O, Cg*KH*KW).  The GEMM's N dimension runs
     over the pixels of all the images, J = n*P*Q + pixel, so that small
@@ -108,3 +109,12 @@ def conv_nchw(tile, x, w, bias, has_bias, out, htab, wtab, hint, wint, sh, sw, g
                             obase = (n * o_n + g * og) * pix + cp + jj - n * pix
                             for i in range(r0, min(r0 + mr, i1)):
                                 of[U(obase + i * pix)] += scratch[(i - ar) * nr + jj]
+        if act != 0:  # the task's block, a run of one image's pixels at a time
+            t = 0
+            while t < cn:
+                n = (c0 + t) // pix
+                j = c0 + t - n * pix
+                run = min(pix - j, cn - t)
+                for i in range(i0, i1):
+                    activate(of, (n * o_n + g * og + i) * pix + j, run, act)
+                t += run

@@ -25,6 +25,7 @@ from numba import prange
 
 from ._copy import U
 from ._registry import kernel
+from .epilogue import activate
 from .registers import copy_line, dot_rows, microkernel, microkernel_store
 
 
@@ -74,9 +75,9 @@ def _edge_tile(tile, kc, a, a0, lda, bp, bb, bt, cols, scratch):
 
 
 @kernel("pointwise_gemm", "ANY", "tile", "c1_in", "c1_in", "c1_in", "i", "c1_out", "t1", "i", "i",
-        "i")  # the layout is data: see ``dims``
-def gemm_pointwise(tile, af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk):
-    """C = A @ B (+ bias) for every (image, group) of a 1x1 convolution.
+        "i", "i")  # the layout is data: see ``dims``
+def gemm_pointwise(tile, af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_blk, act):
+    """C = act(A @ B (+ bias)) for every (image, group) of a 1x1 convolution.
 
     The layout is data, in ``dims`` (``algorithms.pointwise_gemm.pointwise_dims``): images,
     groups, M, N, K; then A[i, k] = ``af[n*a_n + g*a_g + i*lda + k]``,
@@ -100,7 +101,8 @@ def gemm_pointwise(tile, af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_b
     zeroed first and then read back by every tile.  On ResNet-50's 1x1
     layers at batch 1 (old and new kernel taking turns, 1 and 2 threads):
     0.81-0.90x of the time where K = 64, 0.95x at K = 256, level (0.99-1.03x)
-    at K >= 512; with a bias, 0.91-0.95x where K = 64.
+    at K >= 512; with a bias, 0.91-0.95x where K = 64.  The activation
+    ``act`` (``epilogue``) runs on the task's block after the bias.
     """
     n_n, groups, m_n, n_cols, k_n = dims[0], dims[1], dims[2], dims[3], dims[4]
     a_n, a_g, lda = dims[5], dims[6], dims[7]
@@ -203,3 +205,6 @@ def gemm_pointwise(tile, af, bf, bias, has_bias, cf, dims, kc_blk, pan_blk, rb_b
                             cf[U(d + jj)] += scratch[(r - ar) * nr + jj]
         _bias_block(cf, bias, has_bias, bias_rows, g * m_n, g * n_cols, c0, ldc, i0, fr, j0, fj,
                     True)  # (nothing to add without a bias)
+        if act != 0:
+            for i in range(i0, i1):
+                activate(cf, c0 + i * ldc + j0, j1 - j0, act)

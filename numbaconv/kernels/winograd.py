@@ -23,6 +23,7 @@ from numba import prange
 
 from ._copy import U, copy_run, copy_strided, fill_zero
 from ._registry import kernel
+from .epilogue import activate
 
 
 @numba.njit(inline="always")
@@ -147,9 +148,9 @@ def winograd_in_nhwc(x, v, t0, nt, th, tw, hsrc, wsrc, bt, lb):
 
 
 @kernel("winograd_out", "NCHW", "c1_in", "x_out", "i", "i", "i", "i", "c2_in", "c1_in", "i",
-        "i")
-def winograd_out_nchw(mm, out, t0, nt, th, tw, at, bias, has_bias, lb):
-    """out[image, o, rows, cols of tile t] = (A^T M A) of tile t, output channel o, + bias."""
+        "i", "i")
+def winograd_out_nchw(mm, out, t0, nt, th, tw, at, bias, has_bias, lb, act):
+    """out[image, o, rows, cols of tile t] = act((A^T M A) of tile t, output channel o, + bias)."""
     m, alpha = at.shape
     aa, o_n, p_n, q_n = alpha * alpha, out.shape[1], out.shape[2], out.shape[3]
     blocks = (nt + lb - 1) // lb
@@ -164,18 +165,20 @@ def winograd_out_nchw(mm, out, t0, nt, th, tw, at, bias, has_bias, lb):
             copy_run(src, ab * lb, mm, (ab * o_n + o) * nt + j0, nj)
         _sandwich(src, tmp, res, at, nj, lb)
         b = bias[o] if has_bias else 0
+        for e in range(m * m):  # before the scatter: the rows of res are contiguous
+            _add_activate(res, e * lb, nj, b, act)
         for j in range(nj):  # the tile's pixels inside the output, scattered
             t = t0 + j0 + j
             img, ty, tx = _tile_at(t, th, tw)
             for a in range(min(m, p_n - ty * m)):
                 for c in range(min(m, q_n - tx * m)):
-                    out[img, o, ty * m + a, tx * m + c] = res[(a * m + c) * lb + j] + b
+                    out[img, o, ty * m + a, tx * m + c] = res[(a * m + c) * lb + j]
 
 
 @kernel("winograd_out", "NHWC", "c1_in", "x_out", "i", "i", "i", "i", "c2_in", "c1_in", "i",
-        "i")
-def winograd_out_nhwc(mm, out, t0, nt, th, tw, at, bias, has_bias, lb):
-    """out[image, rows, cols of tile t, o] = (A^T M A) of tile t, output channel o, + bias."""
+        "i", "i")
+def winograd_out_nhwc(mm, out, t0, nt, th, tw, at, bias, has_bias, lb, act):
+    """out[image, rows, cols of tile t, o] = act((A^T M A) of tile t, output channel o, + bias)."""
     m, alpha = at.shape
     aa, p_n, q_n, o_n = alpha * alpha, out.shape[1], out.shape[2], out.shape[3]
     of = out.reshape(-1)
@@ -201,6 +204,15 @@ def winograd_out_nhwc(mm, out, t0, nt, th, tw, at, bias, has_bias, lb):
                         of[U(dst + i)] = res[U(s + i)] + bias[U(o0 + i)]
                 else:
                     copy_run(of, dst, res, s, no)
+                activate(of, dst, no, act)
+
+
+@numba.njit(inline="always")
+def _add_activate(a, start, n, b, act):
+    """a[start:start+n] = act(a[start:start+n] + b)."""
+    for i in range(n):
+        a[U(start + i)] += b
+    activate(a, start, n, act)
 
 
 @numba.njit(inline="always")
