@@ -60,22 +60,26 @@ def test_depthwise_planes_are_bounded_by_memory_not_the_workspace(restore_config
                                                                   monkeypatch):
     # A plane per thread does not grow with the batch: a tight workspace bound
     # keeps direct_depthwise; only planes past a quarter of memory decline it.
+    # (The plane-by-plane kernel runs channel multipliers; the channel-blocked
+    # one, for one output per channel, needs only bands of rows.)
     from numbaconv.algorithms import direct_depthwise
     restore_config.max_workspace_bytes = 1
-    shapes = ((1, 8, 64, 64), (8, 1, 3, 3))
+    shapes = ((1, 8, 64, 64), (16, 1, 3, 3))
     assert numbaconv.explain(*shapes, padding=1, groups=8).algorithm == "direct_depthwise"
     from numbaconv import _args
     small = 4 * 64 * 64 * 4  # below the planes' 68 KiB at any thread count
     monkeypatch.setattr(direct_depthwise, "physical_memory", lambda: small)
     numbaconv.cache_clear()
     assert numbaconv.explain(*shapes, padding=1, groups=8).algorithm == "im2col_gemm"
+    blocked = numbaconv.explain((1, 8, 64, 64), (8, 1, 3, 3), padding=1, groups=8)
+    assert blocked.algorithm == "direct_depthwise" and blocked.tile is not None
     # NHWC and the gradients read through index tables: no planes, no exception
     nhwc = ((1, 64, 64, 8), (3, 3, 1, 8))
     assert numbaconv.explain(*nhwc, padding=1, groups=8,
                              layout="NHWC").algorithm == "direct_depthwise"
     x = np.ones(shapes[0], np.float32)
     w = np.ones(shapes[1], np.float32)
-    gx, gw, _ = numbaconv.conv2d_backward(np.ones((1, 8, 64, 64), np.float32), x, w,
+    gx, gw, _ = numbaconv.conv2d_backward(np.ones((1, 16, 64, 64), np.float32), x, w,
                                           padding=1, groups=8)
     assert gx.shape == x.shape and gw.shape == w.shape
     assert numbaconv.explain(*shapes, padding=1, groups=8,
@@ -472,6 +476,7 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path, isa):
         rng = np.random.default_rng(3)
         x = rng.standard_normal((2, 4, 7, 6)); w = rng.standard_normal((6, 2, 3, 3))
         dw = rng.standard_normal((8, 1, 3, 3))
+        dwb = rng.standard_normal((4, 1, 3, 3))  # one output per channel: channel-blocked
         wide = rng.standard_normal((32, 4, 3, 3))  # whole weight panels (OIHW: transposed)
         out = {}
         for layout in ("NCHW", "NHWC"):
@@ -490,6 +495,8 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path, isa):
                 out["packed"] = numbaconv.conv2d_with(xi, np.tile(wi, (4, 1, 1, 1)), groups=2,
                                                       algorithm="packed_gemm", **kw)
             out["dw" + layout] = numbaconv.conv2d(xi, di, groups=4, **kw)
+            bi = dwb if layout == "NCHW" else dwb.transpose(2, 3, 1, 0).copy()
+            out["dwb" + layout] = numbaconv.conv2d(xi, bi, groups=4, activation="silu", **kw)
             out["winograd" + layout] = numbaconv.conv2d_with(  # stride 1 only
                 xi, wi, groups=2, algorithm="winograd",
                 **{**kw, "stride": 1, "padding_mode": "replicate"})

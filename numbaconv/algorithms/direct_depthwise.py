@@ -2,18 +2,62 @@
 
 A depthwise layer's GEMMs would be one (pixels x KH*KW) product per
 channel, far too thin for BLAS (its backward measured 7-8x slower than
-PyTorch's); direct kernels read through the index tables instead.
+PyTorch's); direct kernels read through the index tables instead.  NCHW
+layers with one output per channel run the channel-blocked kernel
+(``kernels.direct.depthwise_blocked_nchw``), in bands of output rows
+(``DepthwiseTile``); channel multipliers run the plane-by-plane one.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .. import kernels
+from .. import kernels, machine
 from .._args import ceil_div, check_fits, physical_memory
-from .._execute import bias_arg, channel_block, serial_below
+from .._execute import bias_arg, channel_block, numba_only, serial_below
 from .._tables import IndexTables
 from ._base import Algorithm, Plan, Problem, is_depthwise, register
+
+
+@dataclass(frozen=True)
+class DepthwiseTile:
+    """The channel-blocked NCHW kernel's tasks: bands of ``band`` output rows, run in at
+    most ``chunks`` chunks of consecutive tasks (8 per thread)."""
+
+    band: int
+    chunks: int
+
+
+def blocked(problem: Problem) -> bool:
+    """NCHW with one output channel per input channel: the channel-blocked kernel.
+
+    Not where the stride skips input rows or columns the kernel never
+    reads: it interleaves every row and column of its band.
+    """
+    g = problem.geometry
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    return (not problem.layout.channels_last and g.o == g.c
+            and sh <= (g.kh - 1) * dh + 1 and sw <= (g.kw - 1) * dw + 1)
+
+
+def band_rows(problem: Problem) -> int:
+    """Output rows per task: enough tasks for every thread, each band's input in L2.
+
+    A task's scratch is the band's padded input rows for VW channels,
+    interleaved; at least 4 tasks per thread keep the threads even.
+    """
+    g = problem.geometry
+    vw = problem.tile.vw
+    tasks = max(g.n, 1) * ceil_div(g.c, vw)
+    band = ceil_div(g.p, min(g.p, ceil_div(4 * problem.threads, tasks))) if g.p else 1
+    sh, dh = g.stride[0], g.dilation[0]
+    row_bytes = (g.w + g.pads[2] + g.pads[3]) * vw * problem.dtype.itemsize
+    budget = machine.cache_sizes()[1] // 2
+    while band > 1 and ((band - 1) * sh + (g.kh - 1) * dh + 1) * row_bytes > budget:
+        band = ceil_div(band, 2)
+    return max(band, 1)
 
 
 def unsupported(problem: Problem) -> str | None:
@@ -24,9 +68,12 @@ def unsupported(problem: Problem) -> str | None:
 
 
 def scratch_bytes(problem: Problem) -> int:
-    """The NCHW forward kernel's scratch: one padded plane and accumulator per thread."""
+    """The plane-by-plane NCHW kernel's scratch: one padded plane and accumulator per thread.
+
+    (The channel-blocked kernel's bands are bounded by ``band_rows``.)
+    """
     g = problem.geometry
-    if problem.layout.channels_last:
+    if problem.layout.channels_last or blocked(problem):
         return 0
     (sh, sw), dh = g.stride, g.dilation[0]
     rows = max(g.h + g.pads[0] + g.pads[1], sh * g.p + (g.kh - 1) * dh + 1)  # padded_axis
@@ -48,19 +95,28 @@ def planes_fit(problem: Problem) -> bool:
 def plan(problem: Problem) -> Plan:
     # Once per problem (plans are cached): a forced call whose planes cannot fit
     check_fits(scratch_bytes(problem), "direct_depthwise's padded planes (one per thread)")
-    return problem.plan("direct_depthwise", tables=IndexTables.build(problem.geometry))
+    tile = DepthwiseTile(band_rows(problem), 8 * problem.threads) if blocked(problem) else None
+    return problem.plan("direct_depthwise", tables=IndexTables.build(problem.geometry),
+                        tile=tile)
 
 
 def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=None,
         act: int = 0) -> None:
     g, t = plan.geometry, plan.tables
-    kernel = kernels.get("depthwise", plan.layout.name, plan.dtype)
     b, has_bias = bias_arg(bias, x.dtype)
-    with serial_below(x.nbytes + out.nbytes):
+    dh, dw = g.dilation
+    # No BLAS runs in here: stop OpenBLAS's spinning threads and use every
+    # thread (docs/design/decisions.md, "Small kernels run on the calling thread").
+    with numba_only()(x.nbytes + out.nbytes):
         if plan.layout.channels_last:
+            kernel = kernels.get("depthwise", plan.layout.name, plan.dtype)
             kernel(x, w, b, has_bias, out, t.htab, t.wtab, act)
+        elif plan.tile is not None:  # channel-blocked
+            kernel = kernels.get("depthwise_blocked", "NCHW", plan.dtype, plan.isa)
+            kernel(x, w, b, has_bias, out, t.prow, t.pcol, g.pads[2], t.sh, t.sw, dh, dw,
+                   plan.tile.band, plan.tile.chunks, act)
         else:  # reads a padded plane of each channel (_tables.padded_axis)
-            dh, dw = g.dilation
+            kernel = kernels.get("depthwise", plan.layout.name, plan.dtype)
             kernel(x, w, b, has_bias, out, t.prow, t.pcol, g.pads[2], t.sh, t.sw, dh, dw, act)
 
 

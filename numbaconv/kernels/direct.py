@@ -9,12 +9,14 @@ Padding still contributes ``w * 0`` rather than nothing, so an inf or NaN in
 the weight propagates exactly as in a convolution of the padded input.
 """
 
+import numba
 import numpy as np
 from numba import prange
 
 from ._copy import (
     U,
     copy_run,
+    copy_strided,
     dot_row,
     fill_zero,
     gather_row,
@@ -24,6 +26,7 @@ from ._copy import (
 )
 from ._registry import kernel
 from .epilogue import activate
+from .registers import depthwise_pixels, transpose_block
 
 
 @kernel("depthwise", "NCHW", "x_in", "x_in", "c1_in", "i", "x_out", "t1", "t1", "i", "i", "i", "i",
@@ -113,6 +116,162 @@ def depthwise_nchw(x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw
             for q in range(q_n):
                 of[U(base + p * q_n + q)] = acc[U(p * width + q)] + b0
         activate(of, base, p_n * q_n, act)  # the plane just written, in cache
+
+
+@kernel("depthwise_blocked", "NCHW", "tile", "x_in", "x_in", "c1_in", "i", "x_out", "t1", "t1",
+        "i", "i", "i", "i", "i", "i", "i", "i")
+def depthwise_blocked_nchw(tile, x, w, bias, has_bias, out, prow, pcol, before, sh, sw, dh, dw,
+                           band, chunks, act):
+    """out[n, c, p, q] = act(sum_{kh,kw} w[c, 0, kh, kw] * x[n, c, h, w] (+ bias[c])), O == C.
+
+    Channel-blocked: VW channels ride in the lanes of one register, so every
+    multiply-add is a whole vector whatever the image's width or the stride
+    (the plane-by-plane kernel above runs rows of 7 pixels, or strided
+    ones, as short loops).  A task is (image, block of VW channels, band of
+    ``band`` output rows):
+
+    * it interleaves the image rows its band reads, ``tmp[pixel*VW + lane]``,
+      as one run of pixels (register transposes of VW pixels x VW channels,
+      across row ends, so that 7- and 14-pixel rows transpose too);
+    * lays them out padded, ``buf[(row*WP + col)*VW + lane]``, through
+      ``prow``/``pcol`` as above (the padding modes live there);
+    * runs each output row through ``depthwise_pixels`` (tap offsets in
+      ``toff``, sums in registers) into ``obuf``;
+    * applies the activation, and transposes the band's pixels back into
+      the channels' planes, again as one run.
+
+    A circular padding whose rows wrap past the band's reach interleaves row
+    by row instead (``_interleave_row``).  A last block of fewer than VW
+    channels moves its lanes one by one.  The parallel loop runs at most
+    ``chunks`` chunks of consecutive tasks, so that scratch is allocated per
+    chunk, not per task (7x7 and 14x14 layers have hundreds of small tasks).
+    """
+    c_n, h_n, w_n = x.shape[1], x.shape[2], x.shape[3]
+    n_n, p_n, q_n = out.shape[0], out.shape[2], out.shape[3]
+    kh_n, kw_n = w.shape[2], w.shape[3]
+    vw = tile.vw
+    wp = pcol.shape[0]
+    ntaps = kh_n * kw_n
+    nblk = (c_n + vw - 1) // vw
+    nband = (p_n + band - 1) // band
+    hw = h_n * w_n
+    pq = p_n * q_n
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    wf = w.reshape(w.size)
+    toff = np.empty(ntaps, np.int64)
+    for kh in range(kh_n):
+        for kw in range(kw_n):
+            toff[kh * kw_n + kw] = (kh * dh * wp + kw * dw) * vw
+    ntask = n_n * nblk * nband
+    nchunk = min(ntask, chunks)
+    most = (band - 1) * sh + (kh_n - 1) * dh + 1  # padded rows a band reads
+    for chunk in prange(nchunk):
+        buf = np.empty(most * wp * vw, x.dtype)
+        tmp = np.empty(most * w_n * vw, x.dtype)
+        obuf = np.empty(band * q_n * vw, x.dtype)
+        wv = np.zeros(ntaps * vw, x.dtype)  # tap t's weights in lanes
+        bv = np.zeros(vw, x.dtype)
+        for task in range(chunk * ntask // nchunk, (chunk + 1) * ntask // nchunk):
+            bd = task % nband
+            rest = task // nband
+            cb = rest % nblk
+            n = rest // nblk
+            c0 = cb * vw
+            lanes = min(vw, c_n - c0)
+            p0 = bd * band
+            p1 = min(p_n, p0 + band)
+            i0 = p0 * sh  # the first padded row the band reads
+            rows = (p1 - 1 - p0) * sh + (kh_n - 1) * dh + 1
+            for lane in range(lanes):
+                for t in range(ntaps):
+                    wv[t * vw + lane] = wf[(c0 + lane) * ntaps + t]
+                if has_bias:
+                    bv[lane] = bias[c0 + lane]
+            plane0 = (n * c_n + c0) * hw
+            r_lo, r_hi = h_n, 0  # the image rows the band reads
+            for i in range(rows):
+                r = prow[i0 + i]
+                if r >= 0:
+                    r_lo = min(r_lo, r)
+                    r_hi = max(r_hi, r + 1)
+            flat = r_hi - r_lo <= rows
+            if flat:
+                _interleave_pixels(tile, tmp, xf, plane0 + r_lo * w_n, hw,
+                                   max(r_hi - r_lo, 0) * w_n, lanes)
+            for i in range(rows):
+                d = i * wp * vw
+                r = prow[i0 + i]
+                if r < 0:
+                    fill_zero(buf, d, wp * vw)
+                elif flat:  # a row of tmp, its padding columns through pcol
+                    s = (r - r_lo) * w_n * vw
+                    copy_run(buf, d + before * vw, tmp, s, w_n * vw)
+                    for jj in range(wp):
+                        if before <= jj < before + w_n:
+                            continue
+                        col = pcol[jj]
+                        if col < 0:
+                            fill_zero(buf, d + jj * vw, vw)
+                        else:
+                            copy_run(buf, d + jj * vw, tmp, s + col * vw, vw)
+                else:
+                    _interleave_row(tile, buf, d, xf, plane0 + r * w_n, hw, pcol, before, w_n,
+                                    lanes)
+            for p in range(p0, p1):
+                o0 = (p - p0) * q_n * vw
+                for q in range(q_n):
+                    copy_run(obuf, o0 + q * vw, bv, 0, vw)
+                depthwise_pixels(tile, q_n, ntaps, buf, (p * sh - i0) * wp * vw, sw * vw, toff,
+                                 wv, obuf, o0)
+            activate(obuf, 0, (p1 - p0) * q_n * vw, act)
+            _deinterleave_pixels(tile, of, (n * c_n + c0) * pq + p0 * q_n, pq, obuf,
+                                 (p1 - p0) * q_n, lanes)
+
+
+@numba.njit(inline="always")
+def _interleave_pixels(tile, dst, xf, src, hw, count, lanes):
+    """dst[m*VW + lane] = xf[src + lane*hw + m] for m < count: VW planes ``hw`` apart,
+    interleaved; lanes past ``lanes`` are zeros."""
+    vw = tile.vw
+    m = 0
+    if lanes == vw:
+        while m + vw <= count:
+            transpose_block(tile, xf, src + m, hw, dst, m * vw, vw)
+            m += vw
+    for lane in range(lanes):
+        for mm in range(m, count):
+            dst[U(mm * vw + lane)] = xf[U(src + lane * hw + mm)]
+    for lane in range(lanes, vw):
+        for mm in range(m, count):
+            dst[U(mm * vw + lane)] = 0
+
+
+@numba.njit(inline="always")
+def _deinterleave_pixels(tile, of, d, pq, src, count, lanes):
+    """of[d + lane*pq + m] = src[m*VW + lane] for m < count and lane < ``lanes``:
+    ``_interleave_pixels`` back into planes ``pq`` apart."""
+    vw = tile.vw
+    m = 0
+    if lanes == vw:
+        while m + vw <= count:
+            transpose_block(tile, src, m * vw, vw, of, d + m, pq)
+            m += vw
+    for lane in range(lanes):
+        copy_strided(of, d + lane * pq + m, src, m * vw + lane, count - m, vw)
+
+
+@numba.njit(inline="always")
+def _interleave_row(tile, buf, d, xf, src, hw, pcol, before, w_n, lanes):
+    """buf[d + (j*VW + lane)] = padded column j of row ``src`` of channel ``lane`` (planes
+    ``hw`` apart), for every column j of ``pcol``; lanes past ``lanes`` are zeros."""
+    vw = tile.vw
+    wp = pcol.shape[0]
+    for jj in range(wp):
+        col = pcol[jj]
+        for lane in range(vw):
+            buf[U(d + jj * vw + lane)] = (
+                xf[U(src + lane * hw + col)] if col >= 0 and lane < lanes else 0)
 
 
 @kernel("depthwise", "NHWC", "x_in", "x_in", "c1_in", "i", "x_out", "t2", "t2", "i")

@@ -343,6 +343,67 @@ def transpose_network(vw: int, rows: list) -> list:
     return rows
 
 
+# Output pixels per group of depthwise_pixels: each tap's weight vector is
+# loaded once for them all.
+DW_PIXELS = 4
+
+
+@intrinsic
+def depthwise_pixels(typingctx, tile, npix, ntaps, x, x0, step, toff, w, c, c0):
+    """c[c0 + i*VW + l] += sum_t w[t*VW + l] * x[x0 + i*step + toff[t] + l], i < npix, l < VW.
+
+    The channel-blocked depthwise kernel's inner loop: VW channels in the
+    lanes of one register, ``toff`` the taps' offsets in the interleaved
+    input.  Groups of ``DW_PIXELS`` output pixels keep their sums in
+    registers over every tap, so each tap costs one weight load for the
+    group and one input load per pixel (not a load and a store of the sum).
+    """
+
+    def codegen(context, builder, sig, args):
+        _, n_pix, n_taps, x_arr, x_off, step_, t_arr, w_arr, c_arr, c_off = args
+        t = sig.args[0].tile
+        vw = t.vw
+        vec, vptr, item = _vector_types(context, t)
+        i64 = ir.IntType(64)
+        fma = _fma(builder, vec, t)
+        px = _data(context, builder, sig.args[3], x_arr, x_off)
+        pt = _data(context, builder, sig.args[6], t_arr, ir.Constant(i64, 0))
+        pw = _data(context, builder, sig.args[7], w_arr, ir.Constant(i64, 0))
+        pc = _data(context, builder, sig.args[8], c_arr, c_off)
+        acc = [cgutils.alloca_once_value(builder, ir.Constant(vec, None))
+               for _ in range(DW_PIXELS)]
+
+        def group(first, count):
+            """Pixels first .. first+count-1: sums in registers over every tap."""
+            outs = [builder.bitcast(builder.gep(pc, [builder.mul(
+                builder.add(first, ir.Constant(i64, r)), ir.Constant(i64, vw))]), vptr)
+                for r in range(count)]
+            bases = [builder.gep(px, [builder.mul(builder.add(first, ir.Constant(i64, r)),
+                                                  step_)]) for r in range(count)]
+            for r in range(count):
+                builder.store(builder.load(outs[r], align=item), acc[r])
+            with cgutils.for_range(builder, n_taps) as loop:
+                off = builder.load(builder.gep(pt, [loop.index]))
+                wv = builder.load(builder.bitcast(builder.gep(pw, [builder.mul(
+                    loop.index, ir.Constant(i64, vw))]), vptr), align=item)
+                for r in range(count):
+                    xv = builder.load(builder.bitcast(builder.gep(bases[r], [off]), vptr),
+                                      align=item)
+                    builder.store(builder.call(fma, [wv, xv, builder.load(acc[r])]), acc[r])
+            for r in range(count):
+                builder.store(builder.load(acc[r]), outs[r], align=item)
+
+        whole = builder.udiv(n_pix, ir.Constant(i64, DW_PIXELS))
+        with cgutils.for_range(builder, whole) as loop:
+            group(builder.mul(loop.index, ir.Constant(i64, DW_PIXELS)), DW_PIXELS)
+        done = builder.mul(whole, ir.Constant(i64, DW_PIXELS))
+        with cgutils.for_range(builder, builder.sub(n_pix, done)) as loop:
+            group(builder.add(done, loop.index), 1)
+        return context.get_dummy_value()
+
+    return types.void(tile, npix, ntaps, x, x0, step, toff, w, c, c0), codegen
+
+
 @intrinsic
 def transpose_block(typingctx, tile, src, s0, ld_s, dst, d0, ld_d):
     """dst[d0 + k*ld_d + j] = src[s0 + j*ld_s + k] for j, k < VW: one block, in registers.
@@ -424,6 +485,13 @@ if numba.config.DISABLE_JIT:  # an intrinsic cannot run as Python: the same sums
     def dot_rows(tile, kc, a, a0, lda, b, b0, c, c0, ldc):  # noqa: F811
         for i in range(tile.mr):
             c[c0 + i * ldc] += np.dot(a[a0 + i * lda : a0 + i * lda + kc], b[b0 : b0 + kc])
+
+    def depthwise_pixels(tile, npix, ntaps, x, x0, step, toff, w, c, c0):  # noqa: F811
+        for i in range(npix):
+            for t in range(ntaps):
+                for lane in range(tile.vw):
+                    c[c0 + i * tile.vw + lane] += (w[t * tile.vw + lane]
+                                                   * x[x0 + i * step + toff[t] + lane])
 
     def transpose_block(tile, src, s0, ld_s, dst, d0, ld_d):  # noqa: F811
         for j in range(tile.vw):
