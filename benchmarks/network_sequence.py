@@ -1,4 +1,4 @@
-"""ResNet-50's 12 layer shapes back to back, like a network's forward pass.
+"""A suite's layer shapes back to back (ResNet-50's 12 by default), like a network's pass.
 
 Per-layer benchmarks repeat one layer; a network alternates layers, so
 each one starts after a different kernel (and, for BLAS layers, with
@@ -12,9 +12,13 @@ dispatcher, with every weight packed once beforehand by ``pack_weight``, as
 for inference), ``im2col`` (im2col_gemm on every layer that is not 1x1),
 ``indirect`` (indirect_gemm on every layer), ``blas1x1`` (the dispatcher,
 but OpenBLAS's gemm_1x1 on the 1x1 layers: two thread pools, as before
-pointwise_gemm) or ``onnxruntime`` (one ONNX Runtime session holding the 12
-``Conv`` nodes, run once per pass with 2 intra-op threads: its network,
-NCHW whatever LAY says, and no per-layer times).  Several rules,
+pointwise_gemm), ``serialdw`` (the dispatcher, but depthwise kernels as
+small as ``config.serial_kernel_bytes`` on the calling thread, beside
+OpenBLAS's spinning threads, as before they stopped them) or
+``onnxruntime`` (one ONNX Runtime session holding the suite's ``Conv``
+nodes, run once per pass with 2 intra-op threads: its network, NCHW
+whatever LAY says, and no per-layer times).  ``SUITE`` names the suite
+(default resnet50; mobilenet_v2 for depthwise layers).  Several rules,
 comma-separated, take turns pass by pass in the one process, so that the
 drift of this shared machine hits each alike; the last line gives each
 rule's median over the first's.  The other arguments are batch sizes;
@@ -39,7 +43,11 @@ import time
 import numpy as np
 
 import numbaconv
+from numbaconv._execute import serial_below
+from numbaconv.algorithms import direct_depthwise
 from numbaconv.bench import load_suite
+
+NUMBA_ONLY = direct_depthwise.numba_only
 
 
 def algorithm(rule: str, layer) -> str:
@@ -83,11 +91,11 @@ def onnxruntime_pass(data, layout: str, spin: bool):
     return lambda: session.run(None, feed)
 
 
-def main(rules: list[str], batches: list[int], layout: str) -> None:
+def main(rules: list[str], batches: list[int], layout: str, suite: str) -> None:
     rng = np.random.default_rng(0)
     for n in batches:
         data = []
-        for layer in load_suite("resnet50"):
+        for layer in load_suite(suite):
             xs, ws = layer.shapes(n, layout)
             w = rng.random(ws, np.float32)
             packed = numbaconv.pack_weight(w, layer.groups, layout=layout)
@@ -104,6 +112,8 @@ def main(rules: list[str], batches: list[int], layout: str) -> None:
                 peer()
                 passes[rule].append(time.perf_counter() - t0)
                 return
+            direct_depthwise.numba_only = (lambda: serial_below) if rule == "serialdw" else (
+                NUMBA_ONLY)
             for i, (layer, x, w, packed) in enumerate(data):
                 t = time.perf_counter()
                 numbaconv.conv2d_with(x, packed if rule == "packed" else w,
@@ -132,4 +142,4 @@ def main(rules: list[str], batches: list[int], layout: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1].split(","), [int(a) for a in sys.argv[2:]] or [1, 8],
-         os.environ.get("LAY", "NCHW"))
+         os.environ.get("LAY", "NCHW"), os.environ.get("SUITE", "resnet50"))

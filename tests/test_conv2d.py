@@ -71,7 +71,7 @@ def test_depthwise_planes_are_bounded_by_memory_not_the_workspace(restore_config
     monkeypatch.setattr(direct_depthwise, "physical_memory", lambda: small)
     numbaconv.cache_clear()
     assert numbaconv.explain(*shapes, padding=1, groups=8).algorithm == "im2col_gemm"
-    blocked = numbaconv.explain((1, 8, 64, 64), (8, 1, 3, 3), padding=1, groups=8)
+    blocked = numbaconv.explain((1, 8, 64, 64), (8, 1, 3, 3), stride=2, padding=1, groups=8)
     assert blocked.algorithm == "direct_depthwise" and blocked.tile is not None
     # NHWC and the gradients read through index tables: no planes, no exception
     nhwc = ((1, 64, 64, 8), (3, 3, 1, 8))

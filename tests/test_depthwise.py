@@ -36,7 +36,8 @@ def test_matches_the_reference(isa, prob, dtype, band, chunks, act, seed):
               groups=prob["groups"], padding_mode=prob["mode"])
     plan = numbaconv.explain(x, w, b, **kw)
     (sh, sw), (dh, dw) = plan.geometry.stride, prob["dilation"]  # (capped at one pixel)
-    takes = sh <= (prob["kh"] - 1) * dh + 1 and sw <= (prob["kw"] - 1) * dw + 1
+    wide = sh == sw == 1 and plan.geometry.q > 4 * plan.register_tile.vw
+    takes = not wide and sh <= (prob["kh"] - 1) * dh + 1 and sw <= (prob["kw"] - 1) * dw + 1
     assert plan.algorithm == "direct_depthwise" and (plan.tile is not None) == takes
     ref = conv2d_ref(x, w, b, prob["stride"], prob["pads"], prob["dilation"], prob["groups"],
                      prob["mode"])
@@ -60,9 +61,9 @@ def test_nan_and_inf_stay_in_their_channel(isa, dtype, rng):
     w = rng.standard_normal((c, 1, 3, 3)).astype(dtype)
     w[1, 0, 0, 0] = np.nan
     x[0, c - 1, 4, 4] = np.inf
-    y = numbaconv.conv2d(x, w, padding=1, groups=c)
-    assert numbaconv.explain(x, w, padding=1, groups=c).tile is not None
-    ref = numbaconv.conv2d_with(x, w, padding=1, groups=c, algorithm="im2col_gemm")
+    y = numbaconv.conv2d(x, w, padding=1, stride=2, groups=c)
+    assert numbaconv.explain(x, w, padding=1, stride=2, groups=c).tile is not None
+    ref = numbaconv.conv2d_with(x, w, padding=1, stride=2, groups=c, algorithm="im2col_gemm")
     np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
     np.testing.assert_array_equal(np.isinf(y), np.isinf(ref))
     assert np.isnan(y[0, 1]).all() and not np.isnan(np.delete(y, 1, axis=1)).any()
@@ -70,19 +71,29 @@ def test_nan_and_inf_stay_in_their_channel(isa, dtype, rng):
 
 def test_bands_keep_their_input_within_half_of_l2(monkeypatch):
     monkeypatch.setattr(machine, "cache_sizes", lambda: (32 << 10, 64 << 10))
-    plan = numbaconv.explain((1, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32)
-    vw = plan.register_tile.vw
-    rows = plan.tile.band - 1 + 3  # stride 1, three kernel rows
-    assert rows * 114 * vw * 4 <= 32 << 10 < (2 * plan.tile.band + 2) * 114 * vw * 4
+    plan = numbaconv.explain((1, 32, 112, 112), (32, 1, 3, 3), stride=2, padding=1, groups=32)
+    row = 114 * plan.register_tile.vw * 4  # one padded row of VW float32 channels
+
+    def rows(band):  # the padded rows a band of output rows reads at stride 2
+        return (band - 1) * 2 + 3
+
+    assert rows(plan.tile.band) * row <= 32 << 10 < rows(2 * plan.tile.band) * row
     assert plan.tile.chunks == 8 * plan.threads
 
 
-def test_large_strides_run_the_plane_kernel():
+def test_which_layers_run_the_plane_kernel():
     # Rows and columns that no tap reads are not interleaved: stride past the kernel.
     plan = numbaconv.explain((1, 8, 64, 64), (8, 1, 3, 3), stride=4, padding=1, groups=8)
     assert plan.algorithm == "direct_depthwise" and plan.tile is None
     multiplier = numbaconv.explain((1, 8, 16, 16), (16, 1, 3, 3), padding=1, groups=8)
     assert multiplier.tile is None
+    # stride 1: rows of more than 4 vectors take the plane kernel's flat passes
+    vw = plan.register_tile.vw
+    for q, tiled in ((4 * vw, True), (4 * vw + 1, False)):
+        p = numbaconv.explain((1, 8, 3, q), (8, 1, 3, 3), padding=1, groups=8)
+        assert (p.tile is not None) == tiled
+        assert (numbaconv.explain((1, 8, 3, 2 * q), (8, 1, 3, 3), stride=2, padding=1,
+                                  groups=8).tile is not None)
 
 
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])

@@ -34,12 +34,18 @@ def blocked(problem: Problem) -> bool:
     """NCHW with one output channel per input channel: the channel-blocked kernel.
 
     Not where the stride skips input rows or columns the kernel never
-    reads: it interleaves every row and column of its band.
+    reads (it interleaves every row and column of its band), nor at stride
+    1 on rows of more than 4 vectors, where the plane-by-plane kernel's
+    flat passes are as fast without the transposes (docs/design/decisions.md,
+    "Depthwise layers: direct_depthwise").
     """
     g = problem.geometry
     (sh, sw), (dh, dw) = g.stride, g.dilation
-    return (not problem.layout.channels_last and g.o == g.c
-            and sh <= (g.kh - 1) * dh + 1 and sw <= (g.kw - 1) * dw + 1)
+    if problem.layout.channels_last or g.o != g.c:
+        return False
+    if sh == sw == 1 and g.q > 4 * problem.tile.vw:
+        return False
+    return sh <= (g.kh - 1) * dh + 1 and sw <= (g.kw - 1) * dw + 1
 
 
 def band_rows(problem: Problem) -> int:

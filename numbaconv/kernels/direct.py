@@ -130,11 +130,12 @@ def depthwise_blocked_nchw(tile, x, w, bias, has_bias, out, prow, pcol, before, 
     ones, as short loops).  A task is (image, block of VW channels, band of
     ``band`` output rows):
 
-    * it interleaves the image rows its band reads, ``tmp[pixel*VW + lane]``,
-      as one run of pixels (register transposes of VW pixels x VW channels,
-      across row ends, so that 7- and 14-pixel rows transpose too);
-    * lays them out padded, ``buf[(row*WP + col)*VW + lane]``, through
-      ``prow``/``pcol`` as above (the padding modes live there);
+    * it interleaves the image rows its band reads into padded rows,
+      ``buf[(row*WP + col)*VW + lane]``, by register transposes of VW
+      pixels x VW channels: in place where a row is whole transposes, else
+      as one run of pixels across row ends (``tmp[pixel*VW + lane]``, so
+      that 7- and 14-pixel rows transpose too), then copied into place;
+      ``prow``/``pcol`` as above give the padding (the modes live there);
     * runs each output row through ``depthwise_pixels`` (tap offsets in
       ``toff``, sums in registers) into ``obuf``;
     * applies the activation, and transposes the band's pixels back into
@@ -195,7 +196,10 @@ def depthwise_blocked_nchw(tile, x, w, bias, has_bias, out, prow, pcol, before, 
                 if r >= 0:
                     r_lo = min(r_lo, r)
                     r_hi = max(r_hi, r + 1)
-            flat = r_hi - r_lo <= rows
+            # Rows of whole transposes go straight into place; others through
+            # one run of pixels (``flat``), unless the rows read wrap too far.
+            direct = lanes == vw and w_n % vw == 0
+            flat = not direct and r_hi - r_lo <= rows
             if flat:
                 _interleave_pixels(tile, tmp, xf, plane0 + r_lo * w_n, hw,
                                    max(r_hi - r_lo, 0) * w_n, lanes)
@@ -204,20 +208,26 @@ def depthwise_blocked_nchw(tile, x, w, bias, has_bias, out, prow, pcol, before, 
                 r = prow[i0 + i]
                 if r < 0:
                     fill_zero(buf, d, wp * vw)
-                elif flat:  # a row of tmp, its padding columns through pcol
-                    s = (r - r_lo) * w_n * vw
-                    copy_run(buf, d + before * vw, tmp, s, w_n * vw)
-                    for jj in range(wp):
-                        if before <= jj < before + w_n:
-                            continue
-                        col = pcol[jj]
-                        if col < 0:
-                            fill_zero(buf, d + jj * vw, vw)
-                        else:
-                            copy_run(buf, d + jj * vw, tmp, s + col * vw, vw)
+                    continue
+                inner = d + before * vw  # the row's image columns in buf
+                if direct:
+                    for j in range(0, w_n, vw):
+                        transpose_block(tile, xf, plane0 + r * w_n + j, hw, buf, inner + j * vw,
+                                        vw)
+                elif flat:
+                    copy_run(buf, inner, tmp, (r - r_lo) * w_n * vw, w_n * vw)
                 else:
                     _interleave_row(tile, buf, d, xf, plane0 + r * w_n, hw, pcol, before, w_n,
                                     lanes)
+                    continue
+                for jj in range(wp):  # the padding columns, from the row's own columns
+                    if before <= jj < before + w_n:
+                        continue
+                    col = pcol[jj]
+                    if col < 0:
+                        fill_zero(buf, d + jj * vw, vw)
+                    else:
+                        copy_run(buf, d + jj * vw, buf, inner + col * vw, vw)
             for p in range(p0, p1):
                 o0 = (p - p0) * q_n * vw
                 for q in range(q_n):
