@@ -10,8 +10,10 @@ the drift of this shared machine hits each alike):
 * ``fused``: ``conv2d(..., activation=ACT)``;
 * ``apart``: ``conv2d`` then the activation in place with NumPy, as a user
   without ``activation=`` would write it;
-* ``torch``: ``torch.nn.functional.conv2d`` then the activation in place
-  (``relu_``, ``hardtanh_``, ``silu(inplace=True)``), if torch is installed.
+* ``torch``, with ``TORCH=1``: ``torch.nn.functional.conv2d`` then the
+  activation in place (``relu_``, ``hardtanh_``, ``silu(inplace=True)``).
+  Its OpenMP threads spin after each call and slow the next way's, so
+  read the first three columns from a run without it.
 
 Prints each median in ms, ``fused/plain`` and ``apart/plain`` (the
 activation's cost each way) and ``fused/torch``.  Also the suite's totals.
@@ -64,7 +66,7 @@ def ways(x, w, kw: dict, act: str) -> dict:
     found = {"plain": lambda: numbaconv.conv2d(x, w, **kw),
              "fused": lambda: numbaconv.conv2d(x, w, activation=act, **kw),
              "apart": apart}
-    peer = torch_call(x, w, kw, act)
+    peer = torch_call(x, w, kw, act) if os.environ.get("TORCH") == "1" else None
     if peer is not None:
         found["torch"] = peer
     return found

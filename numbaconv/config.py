@@ -40,13 +40,13 @@ _DEFAULTS = {
     # layers below an eighth of it (see algorithms._gemm.gemm_batched).
     "gemm_batch_below": 1024,
     # A gather or scatter (im2col/col2im) whose column buffer, or a depthwise
-    # kernel whose operands, take at most this many bytes runs on the calling
-    # thread alone.  After every GEMM, OpenBLAS's worker spins on the other
-    # core for ~0.1 s; a parallel kernel shares that core with it and lost
-    # more than the second thread gave (batch 1, layers back to back:
-    # ResNet-50 24-27 vs 27-30 ms, MobileNetV2 NHWC 12 vs 20 ms).  0 turns it
-    # off.  See docs/threads.md; evidence in docs/design/decisions.md, "Small
-    # kernels run on the calling thread".
+    # gradient kernel whose operands, take at most this many bytes runs on the
+    # calling thread alone.  After every GEMM, OpenBLAS's worker spins on the
+    # other core for ~0.1 s; a parallel kernel shares that core with it and
+    # lost more than the second thread gave (ResNet-50 at batch 1, layers back
+    # to back: 24-27 vs 27-30 ms).  0 turns it off.  See docs/threads.md;
+    # evidence in docs/design/decisions.md, "Small kernels run on the calling
+    # thread".
     "serial_kernel_bytes": 8 * 2**20,
     "disk_cache": True,
     "num_threads": None,  # None: let Numba decide (all cores)

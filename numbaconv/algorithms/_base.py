@@ -145,7 +145,7 @@ class Plan:
         algorithm = REGISTRY[self.algorithm]
         gemm = (f"  GEMM   M x N x K = {self.gemm_m} x {self.gemm_n} x {self.gemm_k}, "
                 f"{self.gemm_calls} call(s), {algorithm.describe(self)}" if self.gemm_calls else
-                "  GEMM   none: a direct multiply-add kernel")
+                f"  GEMM   none: {algorithm.describe(self) or 'a direct multiply-add kernel'}")
         lines = [
             f"conv2d plan: {self.algorithm} ({self.layout}, {self.dtype})",
             f"  input  N={g.n} C={g.c} H={g.h} W={g.w} -> output O={g.o} P={g.p} Q={g.q}",

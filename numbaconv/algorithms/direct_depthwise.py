@@ -126,6 +126,15 @@ def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=
             kernel(x, w, b, has_bias, out, t.prow, t.pcol, g.pads[2], t.sh, t.sw, dh, dw, act)
 
 
+def describe(plan: Plan) -> str:
+    if plan.layout.channels_last:
+        return "a direct multiply-add kernel, an output row a task, channels innermost"
+    if plan.tile is None:
+        return "a direct multiply-add kernel, plane by plane"
+    return (f"a direct multiply-add kernel, channel-blocked ({plan.register_tile.vw} channels "
+            f"a vector, bands of {plan.tile.band} output rows)")
+
+
 def _grad(plan: Plan, kind: str, a: np.ndarray, b: np.ndarray, shape) -> np.ndarray:
     g, t = plan.geometry, plan.tables
     out = np.empty(shape, a.dtype)
@@ -154,5 +163,5 @@ def grad_weight(plan: Plan, x: np.ndarray, gout: np.ndarray, cols=None) -> np.nd
 
 
 ALGORITHM = register(Algorithm(
-    "direct_depthwise", plan=plan, run=run, unsupported=unsupported,
+    "direct_depthwise", plan=plan, run=run, describe=describe, unsupported=unsupported,
     grad_input=grad_input, grad_weight=grad_weight))
