@@ -61,6 +61,7 @@ class _Layer:
     grad_bias: np.ndarray | None
 
     rank = 2  # spatial axes
+    _fuses_activation = True  # the transposed layers' forward has no activation
 
     def __init__(self, in_channels, out_channels, kernel_size, groups, bias, layout, dtype,
                  activation=None):
@@ -164,7 +165,11 @@ class _Layer:
 
     @activation.setter
     def activation(self, value) -> None:
-        self._act = _activation.activation_code(value)
+        code = _activation.activation_code(value)
+        if code != _activation.ACT_NONE and not self._fuses_activation:
+            raise ValueError(f"activation: {type(self).__name__} takes none (PyTorch's has "
+                             f"none either), got {value!r}; apply it to the output")
+        self._act = code
         self._activation = value
 
     def _fused(self) -> str | None:
@@ -429,6 +434,8 @@ class Conv3d(_ConvNd):
 
 class _ConvTranspose(_Layer):
     """ConvTranspose1d/2d/3d: the layer of the transposed convolution of each rank."""
+
+    _fuses_activation = False
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros", *,

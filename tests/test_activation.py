@@ -300,3 +300,13 @@ def test_reference_activations_are_what_they_say():
     np.testing.assert_array_equal(act_ref(z, "relu"), [0, 0, 0, 0.5, 6, 7.5])
     np.testing.assert_array_equal(act_ref(z, "relu6"), [0, 0, 0, 0.5, 6, 6])
     np.testing.assert_allclose(act_ref([0.0, 1.0], "silu"), [0, 1 / (1 + np.exp(-1))])
+
+
+def test_transposed_layers_refuse_an_activation():
+    # Their forward applies none: setting one must not be silently ignored.
+    up = numbaconv.ConvTranspose2d(2, 3, 3)
+    assert up.activation is None
+    assert_clear_error(lambda: setattr(up, "activation", "relu"), ValueError,
+                       ["activation", "ConvTranspose2d", "'relu'"])
+    up.activation = None
+    assert up.activation is None
