@@ -112,7 +112,7 @@ def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray, panels=
     b, has_bias = bias_arg(bias, x.dtype)
     dh, dw = g.dilation
     # No BLAS runs in here: stop OpenBLAS's spinning threads and use every
-    # thread (docs/design/decisions.md, "Small kernels run on the calling thread").
+    # thread (docs/design/decisions.md, "Depthwise layers: direct_depthwise").
     with numba_only()(x.nbytes + out.nbytes):
         if plan.layout.channels_last:
             kernel = kernels.get("depthwise", plan.layout.name, plan.dtype)
