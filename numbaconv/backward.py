@@ -6,10 +6,11 @@ forward's gather and scatter kernels (grad_x is col2im of ``W^T @
 grad_out``; a reflected, replicated or wrapped position was *read* from an
 input element, so its gradient is added back to that element, which the
 index tables already encode), gemm_1x1's need no col2im,
-direct_depthwise has direct kernels, and winograd's grad_x is a forward
-Winograd convolution of grad_out (``winograd.transposed``).  grad_bias is
-the sum of grad_out over the batch and spatial axes.  Chunking follows the forward's plan
-under the same workspace bound.
+direct_depthwise has direct kernels, and for a stride-1 layer with zero
+padding, winograd's and indirect_gemm's grad_x is their forward convolution
+of grad_out with the weight turned round (``algorithms._adjoint``).
+grad_bias is the sum of grad_out over the batch and spatial axes.
+Chunking follows the forward's plan under the same workspace bound.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ says which problems it runs, how it plans and how it runs, plus one
 
 import numpy as np
 
+from numbaconv import _activation
 from numbaconv.algorithms import Algorithm
 
 
@@ -20,7 +21,7 @@ def plan(problem):
     return problem.plan("toy_direct")
 
 
-def run(plan, x, w, bias, out, panels=None):
+def run(plan, x, w, bias, out, panels=None, act=0):
     """out[n, o, p, q] = sum of x[n, c, h, col] * w[o, c, i, j] over the taps inside x."""
     g, layout = plan.geometry, plan.layout
     xn, wn = x.transpose(layout.x_axes), w.transpose(layout.w_axes)  # NCHW, OIHW views
@@ -40,6 +41,7 @@ def run(plan, x, w, bias, out, panels=None):
                             y[:, o, p, q] += xn[:, c0:c0 + g.cg, h, col] @ wn[o, :, i, j]
     if bias is not None:
         y += bias[None, :, None, None]
+    _activation.apply(y, act)
     out[...] = y.transpose(layout.from_nchw)
 
 

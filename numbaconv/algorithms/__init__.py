@@ -23,6 +23,8 @@ from .._args import ceil_div
 from . import gemm_1x1, pointwise_gemm, im2col_gemm  # noqa: F401
 from . import indirect_gemm, packed_gemm, direct_depthwise, winograd  # noqa: F401
 # isort: on
+from . import _adjoint
+from ._adjoint import ADJOINT_MIN_PIXELS
 from ._base import REGISTRY, Algorithm, Plan, Problem, is_depthwise, is_pointwise, register
 from .direct_depthwise import planes_fit
 from .indirect_gemm import (
@@ -86,10 +88,16 @@ def _winograd(p: Problem) -> bool:
             and 2 * g.cg * g.og * tiles >= WINOGRAD_MIN_GEMM_FLOPS)
 
 
-def _winograd_backward(p: Problem) -> bool:
-    """Its grad_input (``winograd.transposed``) is a problem Winograd's rule takes."""
-    tg = winograd.transposed(p.geometry)
-    return tg is not None and _winograd(dataclasses.replace(p, geometry=tg))
+def _adjoint_takes(name: str) -> Callable[[Problem], bool]:
+    """A backward rule's test: grad_input is a forward convolution (``_adjoint.transposed``)
+    of at least ADJOINT_MIN_PIXELS output pixels, which the forward rules give to ``name``."""
+
+    def applies(p: Problem) -> bool:
+        tg = _adjoint.transposed(p.geometry)
+        return (tg is not None and tg.n * tg.p * tg.q >= ADJOINT_MIN_PIXELS
+                and choose_rule(dataclasses.replace(p, geometry=tg)).algorithm == name)
+
+    return applies
 
 
 RULES: tuple[Rule, ...] = (
@@ -119,16 +127,19 @@ RULES: tuple[Rule, ...] = (
     Rule("im2col_gemm", "everything else", lambda p: True, "Everything else: im2col_gemm"),
 )
 
+_GRADIENTS = "Gradients: direct_depthwise, gemm_1x1, a forward convolution, else im2col_gemm"
 BACKWARD_RULES: tuple[Rule, ...] = (
     Rule("direct_depthwise", "depthwise: groups == C > 1", lambda p: is_depthwise(p.geometry),
-         "Gradients: direct_depthwise, gemm_1x1, winograd, else im2col_gemm"),
-    Rule("gemm_1x1", "1x1 layers: no col2im", lambda p: is_pointwise(p.geometry),
-         "Gradients: direct_depthwise, gemm_1x1, winograd, else im2col_gemm"),
+         _GRADIENTS),
+    Rule("gemm_1x1", "1x1 layers: no col2im", lambda p: is_pointwise(p.geometry), _GRADIENTS),
     Rule("winograd", "3x3 stride-1 layers with zero padding of at most 2 a side, whose "
          "grad_input convolution Winograd's forward rule takes (grad_weight: im2col_gemm's)",
-         _winograd_backward, "Gradients: direct_depthwise, gemm_1x1, winograd, else im2col_gemm"),
-    Rule("im2col_gemm", "everything else", lambda p: True,
-         "Gradients: direct_depthwise, gemm_1x1, winograd, else im2col_gemm"),
+         _adjoint_takes("winograd"), _GRADIENTS),
+    Rule("indirect_gemm", "stride-1 layers with zero padding of at most dilation*(K-1) a side "
+         "and at least ADJOINT_MIN_PIXELS input pixels, whose grad_input convolution "
+         "indirect_gemm's forward rule takes (grad_weight: im2col_gemm's)",
+         _adjoint_takes("indirect_gemm"), _GRADIENTS),
+    Rule("im2col_gemm", "everything else", lambda p: True, _GRADIENTS),
 )
 
 

@@ -19,8 +19,9 @@ import numpy as np
 
 from .. import config, kernels, machine
 from .._args import Geometry, Layout, ceil_div
-from .._execute import bias_arg, check_reshapable, numba_only, workspace
+from .._execute import bias_arg, check_reshapable, numba_only, quiet_fp, workspace
 from .._tables import IndexTables
+from . import _adjoint
 from ._base import Algorithm, Plan, Problem, k_blocks, register, tile_for
 
 # At least this much work per call: indirect_gemm stops OpenBLAS's threads
@@ -344,4 +345,5 @@ def from_packed(plan: Plan, packed) -> np.ndarray | None:
 
 ALGORITHM = register(Algorithm(
     "indirect_gemm", plan=plan, run=run, describe=describe, tiled=True, prepare=prepare,
-    from_packed=from_packed))
+    from_packed=from_packed, grad_input=quiet_fp(_adjoint.grad_input_by("indirect_gemm")),
+    grad_weight=_adjoint.grad_weight))

@@ -20,7 +20,6 @@ holds it: the price of mixing a patch before multiplying.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -30,7 +29,8 @@ from .. import kernels, machine
 from .._args import Geometry, ceil_div
 from .._execute import bias_arg, numba_only, quiet_fp, view, workspace
 from .._tables import axis_table
-from ._base import REGISTRY, Algorithm, Plan, Problem, register
+from . import _adjoint
+from ._base import Algorithm, Plan, Problem, register
 from ._gemm import chunks
 
 # (B^T, G, A^T) of F(m x m, 3 x 3), interpolation points 0, 1, -1 (m = 2)
@@ -206,50 +206,6 @@ def run(plan: Plan, x: np.ndarray, w: np.ndarray, bias, out: np.ndarray,
             back(mm, out, t0, nt, t.tiles_h, t.tiles_w, launch.at, b, has_bias, t.block, act)
 
 
-def transposed(g: Geometry) -> Geometry | None:
-    """The forward problem whose result is ``g``'s grad_input, or None if there is none.
-
-    For a 3x3 stride-1 layer with zero padding of at most 2 a side, grad_x is
-    grad_out convolved with the weight flipped, its channels swapped within
-    each group, and padded by 2 - pad: itself a Winograd problem.
-    """
-    if (unsupported_geometry(g) is not None or g.padding_mode != "zeros"
-            or max(g.pads) > 2):
-        return None
-    return dataclasses.replace(g, c=g.o, h=g.p, w=g.q, o=g.c, p=g.h, q=g.w,
-                               pads=tuple(2 - pad for pad in g.pads))
-
-
-def flipped(w: np.ndarray, layout, groups: int) -> np.ndarray:
-    """The weight of ``transposed``: each 3x3 filter turned round, C and O swapped per group."""
-    if layout.channels_last:  # (3, 3, Cg, O) -> (3, 3, Og, C)
-        kh, kw, cg, o = w.shape
-        t = w.reshape(kh, kw, cg, groups, o // groups)[::-1, ::-1].transpose(0, 1, 4, 3, 2)
-        return np.ascontiguousarray(t).reshape(kh, kw, o // groups, groups * cg)
-    o, cg, kh, kw = w.shape  # (O, Cg, 3, 3) -> (C, Og, 3, 3)
-    t = w.reshape(groups, o // groups, cg, kh, kw)[..., ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-    return np.ascontiguousarray(t).reshape(groups * cg, o // groups, kh, kw)
-
-
-def grad_input(plan: Plan, w: np.ndarray, gout: np.ndarray) -> np.ndarray:
-    """grad_x as the forward Winograd convolution of ``transposed``."""
-    from .._plan import get_plan  # here: _plan imports the algorithms
-
-    g, layout = plan.geometry, plan.layout
-    tplan = get_plan(transposed(g), layout, plan.dtype, "winograd")
-    gx = np.empty(layout.x_shape(g.n, g.c, g.h, g.w), gout.dtype)
-    run(tplan, gout, flipped(w, layout, g.groups), None, gx)
-    return gx
-
-
-def grad_weight(plan: Plan, x: np.ndarray, gout: np.ndarray, cols=None) -> np.ndarray:
-    """im2col_gemm's: a Winograd grad_weight would transform grad_out as 3x3 filters."""
-    from .._plan import get_plan
-
-    iplan = get_plan(plan.geometry, plan.layout, plan.dtype, "im2col_gemm")
-    return REGISTRY["im2col_gemm"].grad_weight(iplan, x, gout, cols)
-
-
 def describe(plan: Plan) -> str:
     t = plan.tile
     return (f"F({t.m}x{t.m}, 3x3) on {t.tiles_h}x{t.tiles_w} tiles per image, "
@@ -258,5 +214,6 @@ def describe(plan: Plan) -> str:
 
 ALGORITHM = register(Algorithm("winograd", plan=plan, run=quiet_fp(run), describe=describe,
                                unsupported=unsupported, prepare=prepare,
-                               from_packed=from_packed, grad_input=quiet_fp(grad_input),
-                               grad_weight=grad_weight))
+                               from_packed=from_packed,
+                               grad_input=quiet_fp(_adjoint.grad_input_by("winograd")),
+                               grad_weight=_adjoint.grad_weight))

@@ -5,7 +5,9 @@
 * ``pack_nchw``: a tile of the NCHW column matrix, packed per task into
   panels of NR pixels (``packed_gemm``);
 * ``pad_nchw`` / ``pad_nhwc``: the padded input that ``indirect_gemm``
-  reads in place.
+  reads in place;
+* ``flip_weight``: each filter turned round and its channels swapped, the
+  weight of grad_input as a forward convolution (``algorithms._adjoint``).
 
 NR and the vector width come from the register tile (``tile.nr``,
 ``tile.vw``), constants at compile time, so the loops over one panel row
@@ -261,3 +263,28 @@ def pack_panels(tile, wf, w_k, w_o, wpk):
         for k0 in range(0, k_n, 64):  # 64 panel rows (4-8 KiB) stay in L1 while OIHW fills them
             panel(tile, wf, w_k, w_o, k0, min(64, k_n - k0), o0, min(nr, og - ob * nr), pf,
                   (task * k_n + k0) * nr)
+
+
+@kernel("flip_weight", "ANY", "c1_in", "c1_out", "i", "i", "i", "i", "t1", "t1")
+def flip_weight(w, out, g_n, kk, cg, og, ws, os):
+    """out[g, KK-1-t, o, c] = w[g, t, c, o] for every group g, tap t, channels c < cg, o < og.
+
+    The layout is data: ``ws`` and ``os`` are the element strides of w's
+    axes (group, tap, c, o) and out's (group, tap, o, c).  Tasks own blocks of
+    16 x 16 channels of one group, taps innermost, so that a block's lines
+    of both arrays stay in L1 in either layout: NumPy's copy of the
+    transposed view took 1.9 ms (OIHW) and 5.7 ms (HWIO) for 512x512x3x3.
+    """
+    ncb = (cg + 15) // 16
+    nob = (og + 15) // 16
+    for task in prange(g_n * ncb * nob):
+        g = task // (ncb * nob)
+        rest = task - g * ncb * nob
+        c0 = (rest // nob) * 16
+        o0 = (rest - (rest // nob) * nob) * 16
+        for o in range(o0, min(og, o0 + 16)):
+            for c in range(c0, min(cg, c0 + 16)):
+                src = g * ws[0] + c * ws[2] + o * ws[3]
+                dst = g * os[0] + (kk - 1) * os[1] + o * os[2] + c * os[3]
+                for t in range(kk):
+                    out[U(dst - t * os[1])] = w[U(src + t * ws[1])]
