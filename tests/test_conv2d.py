@@ -473,6 +473,7 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path, isa):
 
     code = textwrap.dedent("""
         import sys, numpy as np, numbaconv
+        from numbaconv.algorithms import _adjoint
         rng = np.random.default_rng(3)
         x = rng.standard_normal((2, 4, 7, 6)); w = rng.standard_normal((6, 2, 3, 3))
         dw = rng.standard_normal((8, 1, 3, 3))
@@ -500,6 +501,7 @@ def test_kernels_mean_the_same_with_the_jit_off(tmp_path, isa):
             out["winograd" + layout] = numbaconv.conv2d_with(  # stride 1 only
                 xi, wi, groups=2, algorithm="winograd",
                 **{**kw, "stride": 1, "padding_mode": "replicate"})
+            out["flip" + layout] = _adjoint.flipped(wi, numbaconv._args.layout_of(layout), 2)
             cols = numbaconv.im2col(xi, 3, **kw)
             out["cols" + layout] = cols
             out["fold" + layout] = numbaconv.col2im(cols, (7, 6), 3, **kw)
