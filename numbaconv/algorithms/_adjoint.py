@@ -7,7 +7,7 @@ result the input's size, ``dilation * (K - 1) - pad`` a side.  So a
 forward algorithm (``winograd``, ``indirect_gemm``) computes grad_input
 with no column matrix and no col2im, and its grad_weight stays
 ``im2col_gemm``'s.  Evidence: docs/design/decisions.md, "Gradients:
-direct_depthwise, gemm_1x1, winograd, else im2col_gemm".
+direct_depthwise, gemm_1x1, a forward convolution, else im2col_gemm".
 """
 
 from __future__ import annotations
