@@ -12,9 +12,12 @@ dispatcher, with every weight packed once beforehand by ``pack_weight``, as
 for inference), ``im2col`` (im2col_gemm on every layer that is not 1x1),
 ``indirect`` (indirect_gemm on every layer), ``blas1x1`` (the dispatcher,
 but OpenBLAS's gemm_1x1 on the 1x1 layers: two thread pools, as before
-pointwise_gemm), ``serialdw`` (the dispatcher, but depthwise kernels as
-small as ``config.serial_kernel_bytes`` on the calling thread, beside
-OpenBLAS's spinning threads, as before they stopped them) or
+pointwise_gemm), ``narrowim2col`` (the dispatcher, but ``im2col_gemm``
+on the narrow layers below ``INDIRECT_MIN_FLOPS`` that it gives to
+``indirect_gemm``, as before ``NARROW_MIN_FLOPS``), ``serialdw`` (the
+dispatcher, but depthwise kernels as small as
+``config.serial_kernel_bytes`` on the calling thread, beside OpenBLAS's
+spinning threads, as before they stopped them) or
 ``onnxruntime`` (one ONNX Runtime session holding the suite's ``Conv``
 nodes, run once per pass with 2 intra-op threads: its network, NCHW
 whatever LAY says, and no per-layer times).  ``SUITE`` names the suite
@@ -45,12 +48,16 @@ import numpy as np
 import numbaconv
 from numbaconv._execute import serial_below
 from numbaconv.algorithms import direct_depthwise
+from numbaconv.algorithms.indirect_gemm import INDIRECT_MIN_FLOPS
 from numbaconv.bench import load_suite
 
 NUMBA_ONLY = direct_depthwise.numba_only
 
 
-def algorithm(rule: str, layer) -> str:
+def algorithm(rule: str, layer, small: bool = False) -> str:
+    """``small``: the dispatcher gives this layer to indirect_gemm below INDIRECT_MIN_FLOPS."""
+    if rule == "narrowim2col" and small:
+        return "im2col_gemm"
     if rule == "indirect":
         return "indirect_gemm"
     if rule == "blas1x1" and layer.kernel == 1:
@@ -67,7 +74,7 @@ def onnxruntime_pass(data, layout: str, spin: bool):
     from onnx import helper, numpy_helper
 
     nodes, inputs, outputs, weights, feed = [], [], [], [], {}
-    for i, (layer, x, w, _) in enumerate(data):
+    for i, (layer, x, w, *_) in enumerate(data):
         if layout == "NHWC":
             x, w = np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w.transpose(3, 2, 0, 1)
         k, s, p = layer.kernel, layer.stride, layer.padding
@@ -99,7 +106,10 @@ def main(rules: list[str], batches: list[int], layout: str, suite: str) -> None:
             xs, ws = layer.shapes(n, layout)
             w = rng.random(ws, np.float32)
             packed = numbaconv.pack_weight(w, layer.groups, layout=layout)
-            data.append((layer, rng.random(xs, np.float32), w, packed))
+            x = rng.random(xs, np.float32)
+            plan = numbaconv.explain(x, w, layout=layout, **layer.conv_kwargs())
+            small = plan.algorithm == "indirect_gemm" and plan.flops < INDIRECT_MIN_FLOPS
+            data.append((layer, x, w, packed, small))
         per = {rule: [[] for _ in data] for rule in rules}
         passes = {rule: [] for rule in rules}
 
@@ -114,10 +124,10 @@ def main(rules: list[str], batches: list[int], layout: str, suite: str) -> None:
                 return
             direct_depthwise.numba_only = (lambda: serial_below) if rule == "serialdw" else (
                 NUMBA_ONLY)
-            for i, (layer, x, w, packed) in enumerate(data):
+            for i, (layer, x, w, packed, small) in enumerate(data):
                 t = time.perf_counter()
                 numbaconv.conv2d_with(x, packed if rule == "packed" else w,
-                                      algorithm=algorithm(rule, layer), layout=layout,
+                                      algorithm=algorithm(rule, layer, small), layout=layout,
                                       **layer.conv_kwargs())
                 per[rule][i].append(time.perf_counter() - t)
             passes[rule].append(time.perf_counter() - t0)

@@ -189,9 +189,9 @@ def explain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     Examples
     --------
     >>> import numbaconv
-    >>> plan = numbaconv.explain((1, 64, 28, 28), (64, 64, 3, 3), padding=1)
+    >>> plan = numbaconv.explain((1, 128, 14, 14), (128, 128, 3, 3), padding=1)
     >>> plan.algorithm, (plan.gemm_m, plan.gemm_n, plan.gemm_k)
-    ('im2col_gemm', (64, 784, 576))
+    ('im2col_gemm', (128, 196, 1152))
     >>> numbaconv.explain((8, 64, 56, 56), (256, 64, 1, 1)).algorithm
     'gemm_1x1'
     >>> numbaconv.explain((1, 64, 16, 56, 56), (64, 64, 3, 3, 3), padding=1).lowered.geometry.c

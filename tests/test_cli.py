@@ -196,10 +196,10 @@ def test_malformed_shapes_file(content, words, tmp_path, capsys):
 
 
 def test_explain_prints_the_plan(capsys):
-    assert main(["explain", "--input", "1,64,28,28", "--weight", "64,64,3,3", "--stride", "1",
-                 "--padding", "1", "--layout", "NCHW"]) == 0
+    assert main(["explain", "--input", "1,128,14,14", "--weight", "128,128,3,3", "--stride",
+                 "1", "--padding", "1", "--layout", "NCHW"]) == 0
     out = capsys.readouterr().out
-    assert "im2col_gemm" in out and "64 x 784 x 576" in out and "workspace" in out
+    assert "im2col_gemm" in out and "128 x 196 x 1152" in out and "workspace" in out
     assert main(["explain", "--input", "8,56,56,64", "--weight", "1,1,64,256", "--layout",
                  "NHWC", "--padding", "same"]) == 0
     assert "gemm_1x1" in capsys.readouterr().out

@@ -293,12 +293,12 @@ def test_a_cached_call_follows_config_and_threads(rng, restore_config):
 
 
 def test_explain_describes_the_plan():
-    plan = numbaconv.explain((1, 64, 28, 28), (64, 64, 3, 3), padding=1)
+    plan = numbaconv.explain((1, 128, 14, 14), (128, 128, 3, 3), padding=1)
     assert plan.algorithm == "im2col_gemm"
-    assert (plan.gemm_m, plan.gemm_n, plan.gemm_k) == (64, 28 * 28, 64 * 9)
+    assert (plan.gemm_m, plan.gemm_n, plan.gemm_k) == (128, 14 * 14, 128 * 9)
     assert plan.threads >= 1 and plan.workspace_bytes > 0
     text = str(plan)
-    for word in ("im2col_gemm", "64 x 784 x 576", "workspace", "threads"):
+    for word in ("im2col_gemm", "128 x 196 x 1152", "workspace", "threads"):
         assert word in text
     pw = numbaconv.explain((8, 56, 56, 64), (1, 1, 64, 256), layout="NHWC")
     assert pw.algorithm == "gemm_1x1" and pw.workspace_bytes == 0

@@ -145,10 +145,27 @@ def test_the_dispatcher_picks_it_for_wide_layers(restore_config):
     assert deep.algorithm == "im2col_gemm"  # K = 4608: BLAS was faster there
     assert numbaconv.explain((8, 256, 14, 14), (256, 256, 3, 3), padding=1).algorithm == (
         "indirect_gemm")  # K = 2304
-    small = numbaconv.explain((1, 64, 28, 28), (64, 64, 3, 3), padding=1)
-    assert small.algorithm == "im2col_gemm"  # 784 pixels: see algorithms.RULES
     assert numbaconv.explain((1, 64, 56, 56), (64, 64, 3, 3), padding=1).algorithm == (
-        "indirect_gemm")  # 3136 pixels
+        "indirect_gemm")  # 0.23 GFLOP
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_calls_take_it_only_when_narrow(layout, dtype):
+    """Below INDIRECT_MIN_FLOPS, down to NARROW_MIN_FLOPS for at most NARROW_MAX_CHANNELS
+    output channels per group (the gather im2col_gemm would run feeds few multiply-adds)."""
+    def pick(x, w, **kw):
+        if layout == "NHWC":
+            x, w = (x[0], *x[2:], x[1]), (*w[2:], w[1], w[0])
+        return numbaconv.explain(np.empty(x, dtype), np.empty(w, dtype), layout=layout,
+                                 **kw).algorithm
+
+    # MobileNetV2's stem, 0.022 GFLOP, 32 channels; a 64-channel 28x28 layer, 0.058 GFLOP.
+    assert pick((1, 3, 224, 224), (32, 3, 3, 3), stride=2, padding=1) == "indirect_gemm"
+    assert pick((1, 64, 28, 28), (64, 64, 3, 3), padding=1) == "indirect_gemm"
+    assert pick((1, 64, 28, 28), (65, 64, 3, 3), padding=1) == "im2col_gemm"  # 65 channels
+    assert pick((1, 128, 16, 16), (128, 64, 3, 3), padding=1, groups=2) == "indirect_gemm"
+    assert pick((1, 16, 16, 16), (16, 16, 3, 3), padding=1) == "im2col_gemm"  # 0.0012 GFLOP
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

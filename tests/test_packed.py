@@ -100,7 +100,7 @@ def test_explain_shows_the_tiles():
     assert 0 < kc <= 576 and nc % tile_for("float32").nr == 0 and MR <= mc <= 64
     assert plan.workspace_bytes <= plan.threads * kc * nc * 4
     assert "packed per thread" in str(plan)
-    assert numbaconv.explain((1, 64, 28, 28), (64, 64, 3, 3), padding=1).tile is None
+    assert numbaconv.explain((1, 128, 14, 14), (128, 128, 3, 3), padding=1).tile is None
 
 
 @pytest.mark.parametrize(("x_shape", "w_shape", "layout", "words"), [

@@ -28,7 +28,7 @@ from ._adjoint import ADJOINT_MIN_PIXELS
 from ._base import REGISTRY, Algorithm, Plan, Problem, is_depthwise, is_pointwise, register
 from .direct_depthwise import planes_fit
 from .indirect_gemm import (
-    INDIRECT_MIN_FLOPS,
+    enough_work,
     few_pixels,
     fits,
     many_pixels,
@@ -75,7 +75,7 @@ def _indirect(p: Problem) -> bool:
     one_block = few_pixels(g, dtype, isa) and (channels_first or wide_panels(dtype, isa))
     deep_ok = (p.prepacked or g.cg * g.kh * g.kw <= INDIRECT_MAX_K or one_block
                or many_pixels(g, dtype, isa) or (channels_first and small_images(g, dtype)))
-    return deep_ok and g.flops >= INDIRECT_MIN_FLOPS and fits(g, dtype, p.prepacked, isa)
+    return deep_ok and enough_work(g) and fits(g, dtype, p.prepacked, isa)
 
 
 def _winograd(p: Problem) -> bool:
@@ -121,7 +121,9 @@ RULES: tuple[Rule, ...] = (
          "K <= INDIRECT_MAX_K (any K with a PackedWeight, or whose pixels make one block in "
          "NCHW or on a wide tile, or at least four blocks, or NCHW float32 images of at most "
          "64 pixels), at least "
-         "INDIRECT_MIN_FLOPS, and one padded image (and the weight panels it packs) fits "
+         "INDIRECT_MIN_FLOPS (NARROW_MIN_FLOPS with at most NARROW_MAX_CHANNELS output channels "
+         "per group), and "
+         "one padded image (and the weight panels it packs) fits "
          "the workspace",
          _indirect, "3x3 and other layers: indirect_gemm"),
     Rule("im2col_gemm", "everything else", lambda p: True, "Everything else: im2col_gemm"),

@@ -28,6 +28,13 @@ from ._base import Algorithm, Plan, Problem, k_blocks, register, tile_for
 # first, and the next BLAS call pays ~0.1 ms or more to restart them.
 INDIRECT_MIN_FLOPS = 10**8
 
+# Down to this much for a narrow layer (at most NARROW_MAX_CHANNELS output
+# channels per group): each value im2col_gemm would gather then feeds few
+# multiply-adds, so its gather outweighs the GEMM (docs/design/decisions.md,
+# "3x3 and other layers: indirect_gemm").
+NARROW_MIN_FLOPS = 10**7
+NARROW_MAX_CHANNELS = 64
+
 # Tasks, in output pixels: up to ONE_BLOCK_PIXELS make one block of tiles,
 # else blocks of at most TASK_PIXELS (docs/design/decisions.md,
 # "indirect_gemm's tasks and K blocks").
@@ -156,6 +163,13 @@ def many_pixels(g: Geometry, dtype: np.dtype, isa: str | None = None) -> bool:
     """
     mr = tile_for(dtype, isa).mr
     return dtype.itemsize == 4 and tile_count(g, g.n, mr) * mr >= 4 * ONE_BLOCK_PIXELS
+
+
+def enough_work(g: Geometry) -> bool:
+    """At least INDIRECT_MIN_FLOPS, or NARROW_MIN_FLOPS with at most NARROW_MAX_CHANNELS
+    output channels per group."""
+    narrow = g.og <= NARROW_MAX_CHANNELS
+    return g.flops >= INDIRECT_MIN_FLOPS or (narrow and g.flops >= NARROW_MIN_FLOPS)
 
 
 def small_images(g: Geometry, dtype: np.dtype) -> bool:
