@@ -101,6 +101,19 @@ def serial_below(nbytes: int):
         numba.set_num_threads(before)
 
 
+# A gather or col2im of at least this many bytes stops OpenBLAS's spinning
+# threads first (``numba_only``): next to a GEMM, sharing the cores with them
+# cost the copy more than the next GEMM pays to restart them, ~0.1-0.2 ms
+# (docs/design/decisions.md, "Stopping OpenBLAS's threads before Numba kernels").
+QUIET_COPY_BYTES = 4 << 20
+
+
+def _copy_launch(nbytes: int):
+    """How to launch a gather or col2im kernel of ``nbytes`` columns."""
+    start = numba_only() if nbytes >= QUIET_COPY_BYTES else serial_below
+    return start(nbytes)
+
+
 def gather(plan, x: np.ndarray, cols: np.ndarray, n0: int = 0, p0: int = 0,
            nb: int | None = None, row_major: bool = False) -> None:
     """im2col of images ``n0:n0+nb``, output rows ``p0:p0+pb``, into ``cols``.
@@ -113,7 +126,7 @@ def gather(plan, x: np.ndarray, cols: np.ndarray, n0: int = 0, p0: int = 0,
     g, t = plan.geometry, plan.tables
     nb = g.n - n0 if nb is None else nb
     kernel = kernels.get("im2col", plan.layout.name, plan.dtype)
-    with serial_below(cols.nbytes):
+    with _copy_launch(cols.nbytes):
         if plan.layout.channels_last:
             kernel(x, n0, p0, nb, g.groups, cols, t.htab, t.wtab, t.wint)
         else:
@@ -132,7 +145,7 @@ def scatter(plan, cols: np.ndarray, x: np.ndarray, n0: int = 0, p0: int = 0,
     g, t = plan.geometry, plan.tables
     nb = g.n - n0 if nb is None else nb
     kernel = kernels.get("col2im", plan.layout.name, plan.dtype)
-    with serial_below(cols.nbytes):
+    with _copy_launch(cols.nbytes):
         if plan.layout.channels_last:
             kernel(cols, n0, p0, nb, g.groups, x, t.htab, t.wtab)
         else:

@@ -143,3 +143,29 @@ def test_matches_torch_unfold_and_fold():
     back = numbaconv.col2im(cols, (9, 7), **kw)
     ref = torch.nn.functional.fold(torch.from_numpy(cols), output_size=(9, 7), **kw)
     np.testing.assert_allclose(back, ref.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize(("kernel", "stride", "dilation"), [(7, 2, 1), (3, 1, 1), (3, 1, 2)])
+def test_nhwc_col2im_adds_whole_kernel_rows(mode, kernel, stride, dilation):
+    # Without groups, a kernel row whose taps land on consecutive pixels is added as one
+    # run of KW*C values (kernels/col2im.py); at the edges and with dilation, tap by tap.
+    # Against the float64 fold reference, on a 3-channel stem-like problem.
+    rng = np.random.default_rng(kernel * 10 + stride + dilation)
+    n, c, h, w = 2, 3, 17, 20
+    pad = dilation * (kernel - 1) // 2
+    cols = numbaconv.im2col(np.zeros((n, h, w, c)), kernel, stride=stride, padding=pad,
+                            dilation=dilation, layout="NHWC", padding_mode=mode)
+    y = rng.standard_normal(cols.shape)
+    got = numbaconv.col2im(y, (h, w), kernel, stride=stride, padding=pad, dilation=dilation,
+                           layout="NHWC", padding_mode=mode)
+    # The adjoint, one tap at a time: every column entry back onto the input it was read from.
+    x = rng.standard_normal((n, h, w, c))
+    lhs = np.sum(numbaconv.im2col(x, kernel, stride=stride, padding=pad, dilation=dilation,
+                                  layout="NHWC", padding_mode=mode) * y)
+    assert abs(lhs - np.sum(x * got)) <= 1e-9 * max(1.0, float(np.sum(np.abs(y))))
+    if mode == "zeros":
+        nchw = y.reshape(n, -1, kernel, kernel, c).transpose(0, 4, 2, 3, 1)
+        ref = col2im_ref(nchw.reshape(n, c * kernel * kernel, -1), h, w, kernel, kernel,
+                         (stride, stride), (pad,) * 4, (dilation, dilation))
+        assert_close(np.moveaxis(got, -1, 1), ref, np.float64)
