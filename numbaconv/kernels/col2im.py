@@ -15,6 +15,7 @@ The destination must be zeroed (or hold the values to add to) on entry.
 """
 
 import numba
+import numpy as np
 from numba import prange
 
 from ._copy import add_edges, add_run
@@ -52,14 +53,17 @@ def col2im_nchw(cols, n0, p0, nb, pb, bstride, rstride, x, htab, wtab, wint, sw)
 
 
 @numba.njit(inline="always")
-def _consecutive(wtab, q, w0):
-    """Whether output column q's taps read input columns w0, w0 + 1, ... (none padding)."""
-    if w0 < 0:
-        return False
-    for kw in range(1, wtab.shape[0]):
-        if wtab[kw, q] != w0 + kw:
-            return False
-    return True
+def _consecutive(wtab):
+    """Per output column q: whether its taps read consecutive input columns, none padding."""
+    kw_n, q_n = wtab.shape
+    whole = np.zeros(q_n, np.bool_)
+    for q in range(q_n):
+        w0 = wtab[0, q]
+        whole[q] = w0 >= 0
+        for kw in range(1, kw_n):
+            if wtab[kw, q] != w0 + kw:
+                whole[q] = False
+    return whole
 
 
 @kernel("col2im", "NHWC", "c2_in", "i", "i", "i", "i", "x_out", "t2", "t2")
@@ -83,6 +87,7 @@ def col2im_nhwc(cols, n0, p0, nb, groups, x, htab, wtab):
     pb = rows // (nb * q_n)
     xf = x.reshape(x.size)
     cf = cols.reshape(cols.size)
+    whole = _consecutive(wtab) if groups == 1 else np.zeros(q_n, np.bool_)
     for task in prange(nb * h_n):
         b = task // h_n
         hrow = task - b * h_n
@@ -92,9 +97,8 @@ def col2im_nhwc(cols, n0, p0, nb, groups, x, htab, wtab):
                     continue
                 for q in range(q_n):
                     s = ((b * pb + pp) * q_n + q) * width
-                    w0 = wtab[0, q]
-                    if groups == 1 and _consecutive(wtab, q, w0):
-                        d = (((n0 + b) * h_n + hrow) * w_n + w0) * c_in
+                    if whole[q]:
+                        d = (((n0 + b) * h_n + hrow) * w_n + wtab[0, q]) * c_in
                         add_run(xf, d, cf, s + kh * kw_n * c_in, kw_n * c_in, 1)
                         continue
                     for kw in range(kw_n):
