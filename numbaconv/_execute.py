@@ -147,7 +147,7 @@ def scatter(plan, cols: np.ndarray, x: np.ndarray, n0: int = 0, p0: int = 0,
     kernel = kernels.get("col2im", plan.layout.name, plan.dtype)
     with _copy_launch(cols.nbytes):
         if plan.layout.channels_last:
-            kernel(cols, n0, p0, nb, g.groups, x, t.htab, t.wtab)
+            kernel(cols, n0, p0, nb, g.groups, x, t.htab, t.wtab, t.wint)
         else:
             length, bstride, rstride = _nchw_strides(cols, nb, row_major)
             kernel(cols.reshape(-1), n0, p0, nb, length // g.q, bstride, rstride, x, t.htab,

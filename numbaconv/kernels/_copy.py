@@ -166,3 +166,19 @@ def mul_add_zero(dst, d, a, sa, n):
     """dst[d:d+n] += a[sa:sa+n] * 0: padding, so that an inf or NaN in ``a`` propagates."""
     for i in range(n):
         dst[U(d + i)] += a[U(sa + i)] * 0.0
+
+
+@numba.njit(inline="always")
+def whole_kernel_rows(wint, q_n):
+    """(q_lo, q_hi): the output columns q_lo <= q < q_hi whose KW taps all read the input
+    in place at consecutive columns (dilation 1), so that in NHWC a kernel row's taps are
+    one run of KW*C values; an empty range when there are none.  ``wint`` as in
+    ``_tables.interior``.
+    """
+    kw_n = wint.shape[0]
+    if kw_n > 1 and wint[1, 2] - wint[0, 2] != 1:
+        return 0, 0
+    q_lo, q_hi = 0, q_n
+    for kw in range(kw_n):
+        q_lo, q_hi = max(q_lo, wint[kw, 0]), min(q_hi, wint[kw, 1])
+    return q_lo, q_hi

@@ -14,11 +14,9 @@ in the task's own plane/slab, so it stays race-free.
 The destination must be zeroed (or hold the values to add to) on entry.
 """
 
-import numba
-import numpy as np
 from numba import prange
 
-from ._copy import add_edges, add_run
+from ._copy import add_edges, add_run, whole_kernel_rows
 from ._registry import kernel
 
 
@@ -52,22 +50,8 @@ def col2im_nchw(cols, n0, p0, nb, pb, bstride, rstride, x, htab, wtab, wint, sw)
                     add_edges(xf, drow, cols, s, wrow, z, q_n)
 
 
-@numba.njit(inline="always")
-def _consecutive(wtab):
-    """Per output column q: whether its taps read consecutive input columns, none padding."""
-    kw_n, q_n = wtab.shape
-    whole = np.zeros(q_n, np.bool_)
-    for q in range(q_n):
-        w0 = wtab[0, q]
-        whole[q] = w0 >= 0
-        for kw in range(1, kw_n):
-            if wtab[kw, q] != w0 + kw:
-                whole[q] = False
-    return whole
-
-
-@kernel("col2im", "NHWC", "c2_in", "i", "i", "i", "i", "x_out", "t2", "t2")
-def col2im_nhwc(cols, n0, p0, nb, groups, x, htab, wtab):
+@kernel("col2im", "NHWC", "c2_in", "i", "i", "i", "i", "x_out", "t2", "t2", "t2")
+def col2im_nhwc(cols, n0, p0, nb, groups, x, htab, wtab, wint):
     """x[n0 + b, h, w, c] += cols[(b, p, q), (g, kh, kw, cg)] for output rows p0..
 
     Tasks are (image, input row): a task scans the (output row, kernel row)
@@ -87,7 +71,7 @@ def col2im_nhwc(cols, n0, p0, nb, groups, x, htab, wtab):
     pb = rows // (nb * q_n)
     xf = x.reshape(x.size)
     cf = cols.reshape(cols.size)
-    whole = _consecutive(wtab) if groups == 1 else np.zeros(q_n, np.bool_)
+    q_lo, q_hi = whole_kernel_rows(wint, q_n)  # as im2col_nhwc's runs
     for task in prange(nb * h_n):
         b = task // h_n
         hrow = task - b * h_n
@@ -97,7 +81,7 @@ def col2im_nhwc(cols, n0, p0, nb, groups, x, htab, wtab):
                     continue
                 for q in range(q_n):
                     s = ((b * pb + pp) * q_n + q) * width
-                    if whole[q]:
+                    if groups == 1 and q_lo <= q < q_hi:
                         d = (((n0 + b) * h_n + hrow) * w_n + wtab[0, q]) * c_in
                         add_run(xf, d, cf, s + kh * kw_n * c_in, kw_n * c_in, 1)
                         continue

@@ -19,7 +19,7 @@ Both kernels read the input through index tables built by the planner
 
 from numba import prange
 
-from ._copy import copy_edges, copy_run, copy_strided, fill_zero
+from ._copy import copy_edges, copy_run, copy_strided, fill_zero, whole_kernel_rows
 from ._registry import kernel
 
 
@@ -104,11 +104,7 @@ def im2col_nhwc(x, n0, p0, nb, groups, cols, htab, wtab, wint):
     kw_n, q_n = wtab.shape
     pb = rows // (nb * q_n)
     run = kw_n * c_in
-    # The KW taps are one run iff consecutive taps are consecutive columns.
-    unit_dilation = kw_n == 1 or wint[1, 2] - wint[0, 2] == 1
-    q_lo, q_hi = 0, q_n  # the q whose every tap is interior (an empty one is (0, 0))
-    for kw in range(kw_n):
-        q_lo, q_hi = max(q_lo, wint[kw, 0]), min(q_hi, wint[kw, 1])
+    q_lo, q_hi = whole_kernel_rows(wint, q_n)
     xf = x.reshape(x.size)
     cf = cols.reshape(cols.size)
     # One task per (image, output row): every task writes its own Q rows.
@@ -120,7 +116,7 @@ def im2col_nhwc(x, n0, p0, nb, groups, cols, htab, wtab, wint):
             d = (task * q_n + q) * width
             for kh in range(kh_n):
                 h = htab[kh, p0 + pp]
-                if groups == 1 and unit_dilation and h >= 0 and q_lo <= q < q_hi:
+                if groups == 1 and h >= 0 and q_lo <= q < q_hi:
                     copy_run(cf, d + kh * run, xf, ((n * h_n + h) * w_n + wtab[0, q]) * c_in,
                              run)
                     continue
